@@ -1,0 +1,119 @@
+"""agentgraph: graphs of collaborating LLM roles, executed as dataflow and tuned per task.
+
+Quick use::
+
+    import agentgraph
+    graph = agentgraph.load("examples/quickstart.yaml")
+    result = graph.run("What is 12 + 30?")      # or: await graph.arun(...)
+    print(result.answer, result.latency_s, result.tokens, result.cost)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._errors import (
+    AgentGraphError,
+    BackendError,
+    BackendTimeout,
+    EmptyCompletion,
+    GraphValidationError,
+    MissingDependency,
+    ModelNotFound,
+    NodeTimeout,
+    ReplayMiss,
+    RunFailed,
+    TransientBackendError,
+    UpstreamFailed,
+)
+from ._executor import NodeContext
+from ._graph import Graph, from_networkx, load, loads, to_networkx
+from ._model import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    ModelBackend,
+    ReplayBackend,
+    ScriptedBackend,
+    Usage,
+)
+from ._registry import register_backend, register_role
+from ._resolve import file_fingerprint, resolve_model_path
+from ._result import NodeResult, RunResult, Trace, TraceRecord
+from ._role import Message, Role
+from ._spec import (
+    SCHEMA_VERSION,
+    Budget,
+    Defaults,
+    GraphSpec,
+    ModelSpec,
+    NodeSpec,
+    Price,
+    RetryPolicy,
+    Sampling,
+    TimeoutPolicy,
+)
+from ._yaml import dump_spec, load_spec, loads_spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AgentGraphError",
+    "BackendError",
+    "BackendTimeout",
+    "Budget",
+    "ChatMessage",
+    "Completion",
+    "CompletionRequest",
+    "Defaults",
+    "EmptyCompletion",
+    "Graph",
+    "GraphSpec",
+    "GraphValidationError",
+    "Message",
+    "MissingDependency",
+    "ModelBackend",
+    "ModelNotFound",
+    "ModelSpec",
+    "NodeContext",
+    "NodeResult",
+    "NodeSpec",
+    "NodeTimeout",
+    "Price",
+    "ReplayBackend",
+    "ReplayMiss",
+    "RetryPolicy",
+    "Role",
+    "RunFailed",
+    "RunResult",
+    "Sampling",
+    "ScriptedBackend",
+    "TimeoutPolicy",
+    "Trace",
+    "TraceRecord",
+    "TransientBackendError",
+    "UpstreamFailed",
+    "Usage",
+    "__version__",
+    "dump_spec",
+    "file_fingerprint",
+    "from_networkx",
+    "load",
+    "load_spec",
+    "loads",
+    "loads_spec",
+    "register_backend",
+    "register_role",
+    "resolve_model_path",
+    "schema_json",
+    "to_networkx",
+]
+
+
+def schema_json(indent: int | None = 2) -> str:
+    """The JSON Schema of the graph document format (``agentgraph/v1``)."""
+    schema: dict[str, Any] = GraphSpec.model_json_schema(by_alias=True)
+    schema["title"] = "agentgraph graph (agentgraph/v1)"
+    return json.dumps(schema, indent=indent)

@@ -1,0 +1,3 @@
+from agentgraph._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The one exception tree of agentgraph.
+
+::
+
+    AgentGraphError
+    ├── GraphValidationError(ValueError)      bad graph/YAML: .source .path .line .column
+    ├── ModelNotFound(FileNotFoundError)      a model file or pkg: reference does not resolve
+    ├── MissingDependency(ImportError)        an optional extra is not installed
+    ├── BackendError                          a model call failed: .backend .node
+    │   ├── TransientBackendError             worth retrying (overload, dropped connection)
+    │   │   └── BackendTimeout(TimeoutError)  one call ran past its time limit
+    │   ├── EmptyCompletion                   the model returned no text
+    │   └── ReplayMiss(KeyError)              a replay backend has no record for a request
+    ├── NodeTimeout(TimeoutError)             a node (all its attempts) ran past its limit: .node
+    ├── UpstreamFailed                        every input of a node failed: .node .failed
+    └── RunFailed                             raised by RunResult.raise_for_status(): .result
+
+Every subclass also inherits the matching builtin, so ``except ValueError`` and
+friends keep working for callers that do not know agentgraph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._result import RunResult
+
+__all__ = [
+    "AgentGraphError",
+    "BackendError",
+    "BackendTimeout",
+    "EmptyCompletion",
+    "GraphValidationError",
+    "MissingDependency",
+    "ModelNotFound",
+    "NodeTimeout",
+    "ReplayMiss",
+    "RunFailed",
+    "TransientBackendError",
+    "UpstreamFailed",
+]
+
+
+class AgentGraphError(Exception):
+    """Root of every error raised by agentgraph."""
+
+
+class GraphValidationError(AgentGraphError, ValueError):
+    """A graph, node or model definition is invalid.
+
+    ``path`` is the field path inside the document (``("nodes", "b", "model")``);
+    ``source``, ``line`` and ``column`` (1-based) locate it in a YAML file when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Sequence[str | int] = (),
+        source: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.message = message
+        self.path = tuple(path)
+        self.source = source
+        self.line = line
+        self.column = column
+        super().__init__(self._render())
+
+    @property
+    def field(self) -> str:
+        """The dotted field path, e.g. ``nodes.b.inputs[1]``."""
+        return format_path(self.path)
+
+    def _render(self) -> str:
+        where = ""
+        if self.source is not None:
+            where = self.source
+            if self.line is not None:
+                where += f":{self.line}:{self.column or 1}"
+            where += ": "
+        field = f"{self.field}: " if self.path else ""
+        return f"{where}{field}{self.message}"
+
+
+class ModelNotFound(AgentGraphError, FileNotFoundError):
+    """A model file, or a ``pkg:<distribution>/<file>`` reference, does not resolve."""
+
+
+class MissingDependency(AgentGraphError, ImportError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+
+class BackendError(AgentGraphError):
+    """A model backend call failed."""
+
+    def __init__(self, message: str, *, backend: str | None = None, node: str | None = None):
+        super().__init__(message)
+        self.backend = backend
+        self.node = node
+
+
+class TransientBackendError(BackendError):
+    """A failure that may succeed when retried (overload, rate limit, lost connection)."""
+
+
+class BackendTimeout(TransientBackendError, TimeoutError):
+    """A single model call exceeded its time limit."""
+
+
+class EmptyCompletion(BackendError):
+    """The model produced no text; silence is never passed on as an answer."""
+
+
+class ReplayMiss(BackendError, KeyError):
+    """A replay backend was asked for a request it has no record of."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class NodeTimeout(AgentGraphError, TimeoutError):
+    """A node, with all its retries, ran past its time limit."""
+
+    def __init__(self, message: str, *, node: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
+class UpstreamFailed(AgentGraphError):
+    """A node could not run because every one of its inputs failed."""
+
+    def __init__(self, node: str, failed: Sequence[str]) -> None:
+        names = ", ".join(repr(n) for n in failed)
+        super().__init__(f"node {node!r}: every input failed ({names})")
+        self.node = node
+        self.failed = tuple(failed)
+
+
+class RunFailed(AgentGraphError):
+    """Raised by :meth:`RunResult.raise_for_status` when nodes failed; ``.result`` keeps
+    everything that did finish."""
+
+    def __init__(self, message: str, *, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def format_path(path: Sequence[Any]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

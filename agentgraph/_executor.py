@@ -1,0 +1,313 @@
+"""The dataflow executor.
+
+There are no supersteps: every node is started as a task the moment its last predecessor
+finishes. Model calls then queue for a slot of their backend's resource; waiting calls are
+served by critical-path priority (the node with the most model work still ahead of it
+first). Retries, per-call and per-node timeouts, and the trace all live at the call site
+(:meth:`NodeContext.complete`) so that roles making several calls get them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import weakref
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+
+from ._errors import BackendError, BackendTimeout, NodeTimeout, TransientBackendError, UpstreamFailed
+from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend
+from ._result import NodeResult, RunResult, Trace, TraceRecord
+from ._role import Message, Role
+from ._spec import NodeSpec, RetryPolicy, Sampling, TimeoutPolicy
+
+__all__ = ["NodeContext", "execute"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledNode:
+    """A node with everything resolved: role instance, backend, effective policies."""
+
+    name: str
+    spec: NodeSpec
+    role: Role
+    model: str | None
+    backend: ModelBackend | None
+    sampling: Sampling
+    retry: RetryPolicy
+    timeout: TimeoutPolicy
+    preds: tuple[str, ...]
+    succs: tuple[str, ...]
+    priority: float  # lower runs first: minus the model work from here to the output
+
+
+class SlotPool:
+    """A counting semaphore whose waiters are served lowest priority value first."""
+
+    __slots__ = ("_free", "_seq", "_waiters")
+
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    async def acquire(self, priority: float) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._seq), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._free += 1
+
+
+# One pool per (event loop, resource): concurrent runs in a loop share backend limits.
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, SlotPool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _pool(backend: ModelBackend) -> SlotPool:
+    pools = _pools.setdefault(asyncio.get_running_loop(), {})
+    key = backend.resource
+    pool = pools.get(key)
+    if pool is None:
+        pool = pools[key] = SlotPool(backend.slots)
+    return pool
+
+
+class NodeContext:
+    """What a role sees while it runs: the task, its node, and a traced model call."""
+
+    __slots__ = ("_calls", "_node", "_run")
+
+    def __init__(self, run: _Run, node: CompiledNode) -> None:
+        self._run = run
+        self._node = node
+        self._calls: list[TraceRecord] = []
+
+    @property
+    def question(self) -> str:
+        return self._run.question
+
+    @property
+    def node(self) -> str:
+        return self._node.name
+
+    @property
+    def spec(self) -> NodeSpec:
+        return self._node.spec
+
+    @property
+    def sampling(self) -> Sampling:
+        return self._node.sampling
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        sampling: Sampling | None = None,
+        sample_index: int = 0,
+    ) -> Completion:
+        """Call this node's model with retries, timeouts and tracing."""
+        node = self._node
+        backend = node.backend
+        if backend is None:
+            raise BackendError(f"node {node.name!r} has no model", node=node.name)
+        eff = sampling.over(node.sampling) if sampling is not None else node.sampling
+        request = CompletionRequest(tuple(messages), eff, sample_index)
+        pool = _pool(backend)
+        run, retry, call_s = self._run, node.retry, node.timeout.call_s
+        attempts, queued, first = 0, 0.0, 0.0
+        while True:
+            attempts += 1
+            t_queue = perf_counter()
+            await pool.acquire(node.priority)
+            t_call = perf_counter()
+            queued += t_call - t_queue
+            if attempts == 1:
+                first = t_call
+            error: BaseException
+            try:
+                if call_s is None:
+                    done = await backend.complete(request)
+                else:
+                    async with asyncio.timeout(call_s) as scope:
+                        done = await backend.complete(request)
+            except TimeoutError as exc:
+                if call_s is None or not scope.expired():
+                    error = exc
+                else:
+                    error = BackendTimeout(
+                        f"call to {backend.id} timed out after {call_s:g}s",
+                        backend=backend.id, node=node.name,
+                    )
+            except Exception as exc:
+                error = exc
+            else:
+                pool.release()
+                self._record(request, done, first, attempts, queued)
+                return done
+            pool.release()
+            if isinstance(error, BackendError) and error.node is None:
+                error.node = node.name
+            if not isinstance(error, TransientBackendError) or attempts >= retry.max_attempts:
+                self._record(request, None, first, attempts, queued, error)
+                raise error
+            await asyncio.sleep(retry.delay(attempts, run.rng.random()))
+
+    def _record(
+        self,
+        request: CompletionRequest,
+        done: Completion | None,
+        first: float,
+        attempts: int,
+        queued: float,
+        error: BaseException | None = None,
+    ) -> None:
+        node, run = self._node, self._run
+        assert node.backend is not None and node.model is not None
+        now = perf_counter()
+        usage = done.usage if done is not None and not done.cached else None
+        rec = TraceRecord(
+            node=node.name,
+            model=node.model,
+            backend=node.backend.id,
+            request=request,
+            output=done.text if done is not None else None,
+            started_s=first - run.t0,
+            latency_s=now - first,
+            queued_s=queued,
+            attempts=attempts,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cost=node.backend.price.cost(usage.prompt_tokens, usage.completion_tokens)
+            if usage
+            else 0.0,
+            cached=done.cached if done is not None else False,
+            finish_reason=done.finish_reason if done is not None else None,
+            error=f"{type(error).__name__}: {error}" if error is not None else None,
+        )
+        self._calls.append(rec)
+        run.trace.append(rec)
+
+
+class _Run:
+    def __init__(self, nodes: Mapping[str, CompiledNode], question: str) -> None:
+        self.nodes = nodes
+        self.question = question
+        self.rng = random.Random()
+        self.loop = asyncio.get_running_loop()
+        self.t0 = perf_counter()
+        self.trace: list[TraceRecord] = []
+        self.results: dict[str, NodeResult] = {}
+        self.pending = {name: len(n.preds) for name, n in nodes.items()}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.started: dict[str, float] = {}
+        self.done: asyncio.Future[None] = self.loop.create_future()
+
+    def start(self, name: str) -> None:
+        self.tasks[name] = self.loop.create_task(self._node(name))
+
+    async def _node(self, name: str) -> None:
+        node = self.nodes[name]
+        started = perf_counter()
+        self.started[name] = started
+        ctx = NodeContext(self, node)
+        inputs = [self.results[p].message for p in node.preds]
+        try:
+            msg = await self._message(node, ctx, inputs)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug in the executor itself: fail the run loudly
+            if not self.done.done():
+                self.done.set_exception(exc)
+            raise
+        self.finish(node, msg, started, ctx._calls)
+
+    async def _message(self, node: CompiledNode, ctx: NodeContext, inputs: list[Message]) -> Message:
+        if inputs and not any(m.ok for m in inputs):
+            if all(m.skipped for m in inputs):
+                return Message(node.name, node.spec.role, skipped=True)
+            failed = [m.node for m in inputs if m.error is not None]
+            return Message(node.name, node.spec.role, error=UpstreamFailed(node.name, failed))
+        node_s = node.timeout.node_s
+        try:
+            if node_s is None:
+                return await node.role.run(ctx, inputs)
+            async with asyncio.timeout(node_s) as scope:
+                return await node.role.run(ctx, inputs)
+        except TimeoutError as exc:
+            if node_s is not None and scope.expired():
+                exc = NodeTimeout(f"node {node.name!r} timed out after {node_s:g}s", node=node.name)
+            return Message(node.name, node.spec.role, error=exc)
+        except Exception as exc:
+            return Message(node.name, node.spec.role, error=exc)
+
+    def finish(
+        self, node: CompiledNode, msg: Message, started: float, calls: Sequence[TraceRecord]
+    ) -> None:
+        t0 = self.t0
+        self.results[node.name] = NodeResult(
+            node.name, node.spec.role, node.model, node.preds, msg,
+            started - t0, perf_counter() - t0, tuple(calls),
+        )
+        pending = self.pending
+        for succ in node.succs:
+            pending[succ] -= 1
+            if not pending[succ]:
+                self.start(succ)
+        if len(self.results) == len(self.nodes) and not self.done.done():
+            self.done.set_result(None)
+
+    async def abort(self, reason: BaseException | None) -> None:
+        """Cancel unfinished nodes; with a ``reason`` record them as failed with it."""
+        live = [t for t in self.tasks.values() if not t.done()]
+        for task in live:
+            task.cancel()
+        await asyncio.gather(*live, return_exceptions=True)
+        if reason is None:
+            return
+        for name, node in self.nodes.items():
+            if name not in self.results:
+                started = self.started.get(name, perf_counter())
+                msg = Message(name, node.spec.role, error=reason)
+                self.results[name] = NodeResult(
+                    name, node.spec.role, node.model, node.preds, msg,
+                    started - self.t0, perf_counter() - self.t0, (),
+                )
+
+
+async def execute(
+    nodes: Mapping[str, CompiledNode], order: Sequence[str], output: str, question: str,
+    *, timeout_s: float | None = None,
+) -> RunResult:
+    run = _Run(nodes, question)
+    for name in order:
+        if not nodes[name].preds:
+            run.start(name)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await run.done
+    except TimeoutError:
+        await run.abort(NodeTimeout(f"run time limit of {timeout_s:g}s reached", node=output))
+    except BaseException:
+        await run.abort(None)
+        raise
+    ordered = {name: run.results[name] for name in order}
+    return RunResult(question, output, ordered, Trace(tuple(run.trace)), perf_counter() - run.t0)

@@ -1,0 +1,102 @@
+"""Roles: what a node does with its inputs.
+
+A role is constructed once per node when a graph is built (so bad parameters or prompt
+placeholders fail at load time, located in the YAML file) and its ``run`` is awaited once
+per execution with the messages of the node's predecessors, failed ones included.
+"""
+
+from __future__ import annotations
+
+import abc
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pydantic
+
+from ._errors import GraphValidationError
+from ._spec import NodeSpec
+
+if TYPE_CHECKING:
+    from ._executor import NodeContext
+
+__all__ = ["Message", "Role"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """The output of one node. ``answer`` is the extracted final answer when the role has
+    one; ``error`` is set when the node failed, ``skipped`` when a router turned it off."""
+
+    node: str
+    role: str
+    text: str = ""
+    answer: str | None = None
+    error: BaseException | None = None
+    skipped: bool = False
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.skipped
+
+    @property
+    def content(self) -> str:
+        """What a successor should read: the extracted answer if any, else the text."""
+        return self.answer if self.answer is not None else self.text
+
+
+class Role(abc.ABC):
+    """Base class of every role. Subclasses set ``needs_model``, the prompt
+    ``placeholders`` they fill, and optionally a pydantic ``Params`` model for
+    ``node.params``."""
+
+    needs_model: ClassVar[bool] = True
+    placeholders: ClassVar[frozenset[str]] = frozenset({"question"})
+    Params: ClassVar[type[pydantic.BaseModel] | None] = None
+
+    def __init__(self, node: str, spec: NodeSpec) -> None:
+        self.node = node
+        self.spec = spec
+        self.params: pydantic.BaseModel | None = None
+        if self.Params is not None:
+            try:
+                self.params = self.Params.model_validate(spec.params)
+            except pydantic.ValidationError as exc:
+                err = exc.errors()[0]
+                loc = tuple(err["loc"])
+                raise GraphValidationError(
+                    f"{err['msg']}; valid params: {', '.join(self.Params.model_fields)}",
+                    path=("nodes", node, "params", *loc),
+                ) from None
+        elif spec.params:
+            raise GraphValidationError(
+                f"role {spec.role!r} takes no params", path=("nodes", node, "params")
+            )
+        for name in ("prompt", "system"):
+            template = getattr(spec, name)
+            if template is not None:
+                self._check_template(template, ("nodes", node, name))
+
+    def _check_template(self, template: str, path: tuple[str, ...]) -> None:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as exc:
+            raise GraphValidationError(
+                f"bad template ({exc}); write literal braces as '{{{{' and '}}}}'", path=path
+            ) from None
+        for name in fields:
+            if name not in self.placeholders:
+                valid = ", ".join("{" + p + "}" for p in sorted(self.placeholders))
+                raise GraphValidationError(
+                    f"unknown placeholder {{{name}}}; valid placeholders: {valid}", path=path
+                )
+
+    @staticmethod
+    def render(template: str, **values: str) -> str:
+        return template.format_map(values)
+
+    @abc.abstractmethod
+    async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
+        """Produce this node's message from its predecessors' messages."""

@@ -1,0 +1,238 @@
+"""The graph schema (``agentgraph/v1``): frozen, validated pydantic models.
+
+A :class:`GraphSpec` that exists is valid: every reference resolves, the graph is a DAG
+and every node contributes to the output. Unset fields mean "inherit": sampling settings
+merge node over graph defaults by the fields a document actually sets, so an explicit
+``seed: null`` on a node overrides a default seed while an absent one inherits it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal, Self
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._errors import GraphValidationError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Budget",
+    "Defaults",
+    "GraphSpec",
+    "ModelSpec",
+    "NodeSpec",
+    "Price",
+    "RetryPolicy",
+    "Sampling",
+    "TimeoutPolicy",
+]
+
+SCHEMA_VERSION = "agentgraph/v1"
+_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def over(self, base: Self) -> Self:
+        """These settings layered over ``base``: fields set here win, unset ones inherit."""
+        if not self.model_fields_set:
+            return base
+        merged = {name: getattr(base, name) for name in base.model_fields_set}
+        merged.update({name: getattr(self, name) for name in self.model_fields_set})
+        return type(self)(**merged)
+
+
+class Sampling(_Frozen):
+    """Sampling settings; every field is optional and unset fields inherit."""
+
+    temperature: NonNegFloat | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    repeat_penalty: PosFloat | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+
+
+class Price(_Frozen):
+    """US dollars per million tokens."""
+
+    input_per_mtok: NonNegFloat = 0.0
+    output_per_mtok: NonNegFloat = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+
+
+class RetryPolicy(_Frozen):
+    """Retries of transient backend errors, with exponential backoff and jitter."""
+
+    max_attempts: Annotated[int, Field(ge=1)] = 3
+    backoff_s: NonNegFloat = 0.25
+    multiplier: Annotated[float, Field(ge=1)] = 2.0
+    max_backoff_s: NonNegFloat = 8.0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+    def delay(self, attempt: int, u: float) -> float:
+        """Backoff before attempt ``attempt + 1`` (``attempt`` >= 1); ``u`` uniform in [0, 1)."""
+        base = min(self.max_backoff_s, self.backoff_s * self.multiplier ** (attempt - 1))
+        return base * (1 - self.jitter * u)
+
+
+class TimeoutPolicy(_Frozen):
+    """``call_s`` limits one model call (then it is retried); ``node_s`` limits a whole node."""
+
+    call_s: PosFloat | None = 120.0
+    node_s: PosFloat | None = None
+
+
+class Budget(_Frozen):
+    """Hard limits for one run: critical-path latency, total tokens, total money."""
+
+    latency_s: PosFloat | None = None
+    tokens: Annotated[int, Field(ge=1)] | None = None
+    cost_usd: NonNegFloat | None = None
+
+
+class ModelSpec(_Frozen):
+    """A model as a backend kind plus where to find it.
+
+    ``path`` is a file path (relative paths resolve against the YAML file) or
+    ``pkg:<distribution>/<file in package>``; ``model`` is a served model's name.
+    ``options`` are validated by the backend itself.
+    """
+
+    backend: str
+    path: str | None = None
+    model: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    price: Price = Price()
+    slots: Annotated[int, Field(ge=1)] | None = None
+
+
+class NodeSpec(_Frozen):
+    """One role node. ``inputs`` are its predecessors, in the order its role sees them."""
+
+    role: str
+    model: str | None = None
+    inputs: tuple[str, ...] = ()
+    prompt: str | None = None
+    system: str | None = None
+    sampling: Sampling = Sampling()
+    params: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy | None = None
+    timeout: TimeoutPolicy | None = None
+
+
+class Defaults(_Frozen):
+    sampling: Sampling = Sampling()
+    retry: RetryPolicy = RetryPolicy()
+    timeout: TimeoutPolicy = TimeoutPolicy()
+
+
+class GraphSpec(_Frozen):
+    """A whole graph document."""
+
+    schema_: Literal["agentgraph/v1"] = Field(default=SCHEMA_VERSION, alias="schema")
+    name: str = "graph"
+    description: str | None = None
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    defaults: Defaults = Defaults()
+    nodes: dict[str, NodeSpec]
+    output: str
+    budget: Budget | None = None
+
+    @model_validator(mode="after")
+    def _check_references(self) -> GraphSpec:
+        check_graph(self)
+        return self
+
+    def topological_order(self) -> list[str]:
+        return list(nx.topological_sort(_dependency_graph(self.nodes)))
+
+
+def _dependency_graph(nodes: Mapping[str, NodeSpec]) -> nx.DiGraph:
+    g = nx.DiGraph()
+    g.add_nodes_from(nodes)
+    g.add_edges_from((src, name) for name, node in nodes.items() for src in node.inputs)
+    return g
+
+
+def _options(kind: str, valid: Iterable[str], value: str) -> str:
+    valid = list(valid)
+    listed = ", ".join(repr(v) for v in valid) if valid else "(none defined)"
+    close = difflib.get_close_matches(value, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"valid {kind}: {listed}{hint}"
+
+
+def check_graph(spec: GraphSpec) -> None:
+    """Raise :class:`GraphValidationError` (with the field path) for the first problem."""
+    nodes, models = spec.nodes, spec.models
+    if not nodes:
+        raise GraphValidationError("a graph needs at least one node", path=("nodes",))
+    for name in list(nodes) + list(models):
+        if not _ID.match(name):
+            where = "nodes" if name in nodes else "models"
+            raise GraphValidationError(
+                f"invalid name {name!r}: use letters, digits, '_' or '-', not starting "
+                "with a digit",
+                path=(where, name),
+            )
+    for name, node in nodes.items():
+        if node.model is not None and node.model not in models:
+            raise GraphValidationError(
+                f"unknown model {node.model!r}; {_options('models', models, node.model)}",
+                path=("nodes", name, "model"),
+            )
+        seen: set[str] = set()
+        for i, src in enumerate(node.inputs):
+            if src == name:
+                raise GraphValidationError(
+                    f"node {name!r} lists itself as an input", path=("nodes", name, "inputs", i)
+                )
+            if src not in nodes:
+                valid = [n for n in nodes if n != name]
+                raise GraphValidationError(
+                    f"unknown node {src!r}; {_options('nodes', valid, src)}",
+                    path=("nodes", name, "inputs", i),
+                )
+            if src in seen:
+                raise GraphValidationError(
+                    f"input {src!r} is listed twice", path=("nodes", name, "inputs", i)
+                )
+            seen.add(src)
+    if spec.output not in nodes:
+        raise GraphValidationError(
+            f"output node {spec.output!r} is not defined; {_options('nodes', nodes, spec.output)}",
+            path=("output",),
+        )
+    g = _dependency_graph(nodes)
+    try:
+        cycle = nx.find_cycle(g)
+    except nx.NetworkXNoCycle:
+        cycle = None
+    if cycle:
+        loop = " -> ".join([str(e[0]) for e in cycle] + [str(cycle[0][0])])
+        dst = cycle[0][1]
+        raise GraphValidationError(
+            f"the graph has a cycle: {loop}",
+            path=("nodes", dst, "inputs", nodes[dst].inputs.index(cycle[0][0])),
+        )
+    feeding = nx.ancestors(g, spec.output) | {spec.output}
+    for name in nodes:
+        if name not in feeding:
+            raise GraphValidationError(
+                f"node {name!r} does not lead to the output node {spec.output!r}; "
+                "connect it or remove it",
+                path=("nodes", name),
+            )

@@ -1,0 +1,1 @@
+"""Graph search (later issue): probabilistic graph space, REINFORCE, Agent-REINFORCE."""
