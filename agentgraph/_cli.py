@@ -1,8 +1,8 @@
 """The ``agentgraph`` command line.
 
-    agentgraph run GRAPH.yaml "question" [--timeout S] [--trace FILE] [--json]
-    agentgraph show GRAPH.yaml [--yaml]
-    agentgraph schema
+agentgraph run GRAPH.yaml "question" [--timeout S] [--trace FILE] [--json]
+agentgraph show GRAPH.yaml [--yaml]
+agentgraph schema
 """
 
 from __future__ import annotations
@@ -84,18 +84,30 @@ def _show(args: argparse.Namespace) -> int:
 def _table(result: RunResult) -> str:
     rows = [["node", "role", "model", "status", "latency_s", "tok_in", "tok_out", "cost"]]
     for name, res in result.nodes.items():
-        rows.append([
-            name, res.role, res.model or "-", res.status, f"{res.latency_s:.3f}",
-            str(sum(c.prompt_tokens for c in res.calls)),
-            str(sum(c.completion_tokens for c in res.calls)),
-            f"{res.cost:.6f}",
-        ])
-    rows.append([
-        "(run)", "", "", "ok" if result.ok else "failed", f"{result.latency_s:.3f}",
-        str(sum(c.prompt_tokens for c in result.trace)),
-        str(sum(c.completion_tokens for c in result.trace)),
-        f"{result.cost:.6f}",
-    ])
+        rows.append(
+            [
+                name,
+                res.role,
+                res.model or "-",
+                res.status,
+                f"{res.latency_s:.3f}",
+                str(sum(c.prompt_tokens for c in res.calls)),
+                str(sum(c.completion_tokens for c in res.calls)),
+                f"{res.cost:.6f}",
+            ]
+        )
+    rows.append(
+        [
+            "(run)",
+            "",
+            "",
+            "ok" if result.ok else "failed",
+            f"{result.latency_s:.3f}",
+            str(sum(c.prompt_tokens for c in result.trace)),
+            str(sum(c.completion_tokens for c in result.trace)),
+            f"{result.cost:.6f}",
+        ]
+    )
     return _format(rows)
 
 
@@ -116,8 +128,15 @@ def _as_json(result: RunResult) -> dict[str, Any]:
         "cost": result.cost,
         "failed": {n: f"{type(e).__name__}: {e}" for n, e in result.failed.items()},
         "nodes": {
-            n: {"role": r.role, "model": r.model, "status": r.status, "latency_s": r.latency_s,
-                "tokens": r.tokens, "cost": r.cost, "text": r.message.text}
+            n: {
+                "role": r.role,
+                "model": r.model,
+                "status": r.status,
+                "latency_s": r.latency_s,
+                "tokens": r.tokens,
+                "cost": r.cost,
+                "text": r.message.text,
+            }
             for n, r in result.nodes.items()
         },
     }

@@ -18,7 +18,13 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
-from ._errors import BackendError, BackendTimeout, NodeTimeout, TransientBackendError, UpstreamFailed
+from ._errors import (
+    BackendError,
+    BackendTimeout,
+    NodeTimeout,
+    TransientBackendError,
+    UpstreamFailed,
+)
 from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend
 from ._result import NodeResult, RunResult, Trace, TraceRecord
 from ._role import Message, Role
@@ -155,7 +161,8 @@ class NodeContext:
                 else:
                     error = BackendTimeout(
                         f"call to {backend.id} timed out after {call_s:g}s",
-                        backend=backend.id, node=node.name,
+                        backend=backend.id,
+                        node=node.name,
                     )
             except Exception as exc:
                 error = exc
@@ -240,7 +247,9 @@ class _Run:
             raise
         self.finish(node, msg, started, ctx._calls)
 
-    async def _message(self, node: CompiledNode, ctx: NodeContext, inputs: list[Message]) -> Message:
+    async def _message(
+        self, node: CompiledNode, ctx: NodeContext, inputs: list[Message]
+    ) -> Message:
         if inputs and not any(m.ok for m in inputs):
             if all(m.skipped for m in inputs):
                 return Message(node.name, node.spec.role, skipped=True)
@@ -252,20 +261,26 @@ class _Run:
                 return await node.role.run(ctx, inputs)
             async with asyncio.timeout(node_s) as scope:
                 return await node.role.run(ctx, inputs)
-        except TimeoutError as exc:
-            if node_s is not None and scope.expired():
-                exc = NodeTimeout(f"node {node.name!r} timed out after {node_s:g}s", node=node.name)
-            return Message(node.name, node.spec.role, error=exc)
         except Exception as exc:
-            return Message(node.name, node.spec.role, error=exc)
+            error: Exception = exc
+            if isinstance(exc, TimeoutError) and node_s is not None and scope.expired():
+                message = f"node {node.name!r} timed out after {node_s:g}s"
+                error = NodeTimeout(message, node=node.name)
+            return Message(node.name, node.spec.role, error=error)
 
     def finish(
         self, node: CompiledNode, msg: Message, started: float, calls: Sequence[TraceRecord]
     ) -> None:
         t0 = self.t0
         self.results[node.name] = NodeResult(
-            node.name, node.spec.role, node.model, node.preds, msg,
-            started - t0, perf_counter() - t0, tuple(calls),
+            node.name,
+            node.spec.role,
+            node.model,
+            node.preds,
+            msg,
+            started - t0,
+            perf_counter() - t0,
+            tuple(calls),
         )
         pending = self.pending
         for succ in node.succs:
@@ -288,14 +303,24 @@ class _Run:
                 started = self.started.get(name, perf_counter())
                 msg = Message(name, node.spec.role, error=reason)
                 self.results[name] = NodeResult(
-                    name, node.spec.role, node.model, node.preds, msg,
-                    started - self.t0, perf_counter() - self.t0, (),
+                    name,
+                    node.spec.role,
+                    node.model,
+                    node.preds,
+                    msg,
+                    started - self.t0,
+                    perf_counter() - self.t0,
+                    (),
                 )
 
 
 async def execute(
-    nodes: Mapping[str, CompiledNode], order: Sequence[str], output: str, question: str,
-    *, timeout_s: float | None = None,
+    nodes: Mapping[str, CompiledNode],
+    order: Sequence[str],
+    output: str,
+    question: str,
+    *,
+    timeout_s: float | None = None,
 ) -> RunResult:
     run = _Run(nodes, question)
     for name in order:

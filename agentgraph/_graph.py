@@ -111,7 +111,9 @@ class Graph:
         return list(seen.values())
 
     def __repr__(self) -> str:
-        return f"<Graph {self._spec.name!r}: {len(self._nodes)} nodes, output {self._spec.output!r}>"
+        return (
+            f"<Graph {self._spec.name!r}: {len(self._nodes)} nodes, output {self._spec.output!r}>"
+        )
 
 
 def _build_backends(

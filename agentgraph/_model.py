@@ -14,9 +14,9 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from ._errors import EmptyCompletion, GraphValidationError, ReplayMiss
 from ._spec import ModelSpec, Price, Sampling
@@ -44,7 +44,7 @@ class CompletionRequest:
     (``sample_index`` separates repeated samples of the same prompt)."""
 
     messages: tuple[ChatMessage, ...]
-    sampling: Sampling = Sampling()
+    sampling: Sampling = field(default_factory=Sampling)
     sample_index: int = 0
 
     def key(self) -> str:
@@ -153,9 +153,14 @@ class ScriptedBackend:
                 f"unknown option {next(iter(opts))!r}; valid options: 'responses', 'latency_s'",
                 path=("models", name, "options", next(iter(opts))),
             )
-        if not (isinstance(responses, str) or (
-            isinstance(responses, list) and responses and all(isinstance(r, str) for r in responses)
-        )):
+        if not (
+            isinstance(responses, str)
+            or (
+                isinstance(responses, list)
+                and responses
+                and all(isinstance(r, str) for r in responses)
+            )
+        ):
             raise GraphValidationError(
                 "'responses' must be a string or a non-empty list of strings",
                 path=("models", name, "options", "responses"),
@@ -165,8 +170,13 @@ class ScriptedBackend:
                 f"'latency_s' must be a number >= 0, got {latency!r}",
                 path=("models", name, "options", "latency_s"),
             )
-        return cls(responses, name=name, latency_s=float(latency), slots=spec.slots or 1 << 20,
-                   price=spec.price)
+        return cls(
+            responses,
+            name=name,
+            latency_s=float(latency),
+            slots=spec.slots or 1 << 20,
+            price=spec.price,
+        )
 
     @property
     def id(self) -> str:
@@ -211,7 +221,11 @@ class ReplayBackend:
     written by :meth:`Trace.to_jsonl`."""
 
     def __init__(
-        self, records: Mapping[str, str | Completion], *, name: str = "replay", price: Price | None = None
+        self,
+        records: Mapping[str, str | Completion],
+        *,
+        name: str = "replay",
+        price: Price | None = None,
     ) -> None:
         self._records = {
             k: v if isinstance(v, Completion) else Completion(v) for k, v in records.items()
@@ -220,8 +234,14 @@ class ReplayBackend:
         self._price = price or Price()
 
     @classmethod
-    def from_trace(cls, path: str | Path, *, name: str = "replay", model: str | None = None,
-                   price: Price | None = None) -> ReplayBackend:
+    def from_trace(
+        cls,
+        path: str | Path,
+        *,
+        name: str = "replay",
+        model: str | None = None,
+        price: Price | None = None,
+    ) -> ReplayBackend:
         """Records from a trace JSONL file; ``model`` keeps only calls made to that model."""
         records: dict[str, str | Completion] = {}
         with Path(path).open(encoding="utf-8") as fh:
@@ -283,9 +303,13 @@ class ReplayBackend:
                 f"sample {request.sample_index}); {len(self._records)} records loaded",
                 backend=self.id,
             )
-        return Completion(hit.text, hit.usage, latency_s=time.perf_counter() - start,
-                          cached=True, finish_reason=hit.finish_reason)
+        return Completion(
+            hit.text,
+            hit.usage,
+            latency_s=time.perf_counter() - start,
+            cached=True,
+            finish_reason=hit.finish_reason,
+        )
 
     async def aclose(self) -> None:
         return None
-

@@ -30,7 +30,7 @@ def resolve_model_path(ref: str, base_dir: Path | None = None) -> Path:
 
 
 def _resolve_pkg(ref: str) -> Path:
-    dist_name, _, inner = ref[len(PKG_PREFIX):].partition("/")
+    dist_name, _, inner = ref[len(PKG_PREFIX) :].partition("/")
     if not dist_name or not inner:
         raise ModelNotFound(
             f"bad model reference {ref!r}; expected 'pkg:<distribution>/<file in package>', "
@@ -47,13 +47,9 @@ def _resolve_pkg(ref: str) -> Path:
     if path.is_file():
         return path
     suffix = Path(inner).suffix
-    candidates = sorted(
-        str(f) for f in (dist.files or []) if not suffix or str(f).endswith(suffix)
-    )
+    candidates = sorted(str(f) for f in (dist.files or []) if not suffix or str(f).endswith(suffix))
     listed = ", ".join(repr(c) for c in candidates[:10]) or "(none)"
-    raise ModelNotFound(
-        f"{ref!r}: {dist_name!r} has no file {inner!r}; files there: {listed}"
-    )
+    raise ModelNotFound(f"{ref!r}: {dist_name!r} has no file {inner!r}; files there: {listed}")
 
 
 _CHUNK = 4 << 20

@@ -70,7 +70,9 @@ class Price(_Frozen):
     output_per_mtok: NonNegFloat = 0.0
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        return (
+            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        ) / 1e6
 
 
 class RetryPolicy(_Frozen):
@@ -142,7 +144,7 @@ class Defaults(_Frozen):
 class GraphSpec(_Frozen):
     """A whole graph document."""
 
-    schema_: Literal["agentgraph/v1"] = Field(default=SCHEMA_VERSION, alias="schema")
+    schema_: Literal["agentgraph/v1"] = Field(default="agentgraph/v1", alias="schema")
     name: str = "graph"
     description: str | None = None
     models: dict[str, ModelSpec] = Field(default_factory=dict)

