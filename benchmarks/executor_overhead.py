@@ -141,7 +141,7 @@ class LGNode:
         return {"log": [self.name]}
 
 
-def lg_graph(dag: Dag, latency: Mapping[str, float]) -> Any:
+def lg_run(dag: Dag, latency: Mapping[str, float]) -> Callable[[], Awaitable[LGState]]:
     from langgraph.graph import END, START, StateGraph
 
     g = StateGraph(LGState)
@@ -150,7 +150,26 @@ def lg_graph(dag: Dag, latency: Mapping[str, float]) -> Any:
         g.add_node(name, LGNode(name, backend))
         g.add_edge(list(inputs) if len(inputs) > 1 else (inputs[0] if inputs else START), name)
     g.add_edge(next(reversed(dag)), END)
-    return g.compile()
+    return partial(g.compile().ainvoke, {"log": []}, {"recursion_limit": 10 * len(dag)})
+
+
+def asyncio_run(dag: Dag, latency: Mapping[str, float]) -> Callable[[], Awaitable[LGState]]:
+    """The floor: one bare task per node that awaits its inputs' tasks, then the same call."""
+    nodes = {n: LGNode(n, ScriptedBackend("Answer: 1", latency_s=latency.get(n, 0.0))) for n in dag}
+
+    async def run() -> LGState:
+        tasks: dict[str, asyncio.Task[LGState]] = {}
+
+        async def node(name: str) -> LGState:
+            for src in dag[name]:
+                await tasks[src]
+            return await nodes[name]({"log": []})
+
+        for name in dag:
+            tasks[name] = asyncio.create_task(node(name))
+        return {"log": [name for t in tasks.values() for name in (await t)["log"]]}
+
+    return run
 
 
 async def timed(
@@ -198,17 +217,16 @@ async def measure(quick: bool, with_langgraph: bool) -> list[dict[str, Any]]:
     assert all(r.ok for r in results)
     rows.append(row("agentgraph", "chains2x4", chains, times, ideal))
     rows[-1]["latency_over_wall"] = statistics.median(r.latency_s / r.wall_s for r in results)
-    if not with_langgraph:
-        return rows
     cases: list[tuple[str, str, Dag, Mapping[str, float], float | None]] = [
         *((k, k, d, {}, None) for k, d in dags.items()),
         ("chains", "chains2x4", chains, CHAIN_LATENCY, ideal),
     ]
-    for key, name, dag, latency, ideal_s in cases:
-        app, cfg = lg_graph(dag, latency), {"recursion_limit": 10 * len(dag)}
-        times, states = await timed(partial(app.ainvoke, {"log": []}, cfg), *reps[key])
-        assert all(sorted(s["log"]) == sorted(dag) for s in states)
-        rows.append(row("langgraph", name, dag, times, ideal_s))
+    others = {"asyncio": asyncio_run, "langgraph": lg_run} if with_langgraph else {}
+    for framework, make in (others or {"asyncio": asyncio_run}).items():
+        for key, name, dag, latency, ideal_s in cases:
+            times, states = await timed(make(dag, latency), *reps[key])
+            assert all(sorted(s["log"]) == sorted(dag) for s in states)
+            rows.append(row(framework, name, dag, times, ideal_s))
     return rows
 
 
