@@ -52,6 +52,7 @@ from ._spec import (
     Price,
     RetryPolicy,
     Sampling,
+    TaskKind,
     TimeoutPolicy,
 )
 from ._yaml import dump_spec, load_spec, loads_spec
@@ -90,6 +91,7 @@ __all__ = [
     "RunResult",
     "Sampling",
     "ScriptedBackend",
+    "TaskKind",
     "TimeoutPolicy",
     "Trace",
     "TraceRecord",

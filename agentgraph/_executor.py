@@ -28,7 +28,7 @@ from ._errors import (
 from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend
 from ._result import NodeResult, RunResult, Trace, TraceRecord
 from ._role import Message, Role
-from ._spec import NodeSpec, RetryPolicy, Sampling, TimeoutPolicy
+from ._spec import NodeSpec, RetryPolicy, Sampling, TaskKind, TimeoutPolicy
 
 __all__ = ["NodeContext", "execute"]
 
@@ -47,6 +47,7 @@ class CompiledNode:
     timeout: TimeoutPolicy
     preds: tuple[str, ...]
     succs: tuple[str, ...]
+    join_any: bool  # starts at the first successful input instead of waiting for all
     priority: float  # lower runs first: minus the model work from here to the output
 
 
@@ -122,6 +123,11 @@ class NodeContext:
     @property
     def sampling(self) -> Sampling:
         return self._node.sampling
+
+    @property
+    def task(self) -> TaskKind:
+        """The kind of task the graph solves; roles pick default prompts and parsers by it."""
+        return self._run.task
 
     async def complete(
         self,
@@ -215,9 +221,10 @@ class NodeContext:
 
 
 class _Run:
-    def __init__(self, nodes: Mapping[str, CompiledNode], question: str) -> None:
+    def __init__(self, nodes: Mapping[str, CompiledNode], question: str, task: TaskKind) -> None:
         self.nodes = nodes
         self.question = question
+        self.task = task
         self.rng = random.Random()
         self.loop = asyncio.get_running_loop()
         self.t0 = perf_counter()
@@ -227,20 +234,35 @@ class _Run:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.started: dict[str, float] = {}
         self.done: asyncio.Future[None] = self.loop.create_future()
+        self.losers: set[str] = set()
 
     def start(self, name: str) -> None:
-        self.tasks[name] = self.loop.create_task(self._node(name))
+        if name not in self.tasks:
+            self.tasks[name] = self.loop.create_task(self._node(name))
+
+    def _input(self, pred: str, name: str) -> Message:
+        res = self.results.get(pred)
+        if res is None:  # an "any" join started before this input finished
+            return Message(pred, self.nodes[pred].spec.role, skipped=True)
+        msg = res.message
+        if msg.routes is not None and name not in msg.routes and msg.ok:
+            return Message(pred, msg.role, skipped=True)  # a router turned this edge off
+        return msg
 
     async def _node(self, name: str) -> None:
         node = self.nodes[name]
         started = perf_counter()
         self.started[name] = started
         ctx = NodeContext(self, node)
-        inputs = [self.results[p].message for p in node.preds]
+        inputs = [self._input(p, name) for p in node.preds]
+        if node.join_any:
+            self._cancel_losers(node)
         try:
             msg = await self._message(node, ctx, inputs)
         except asyncio.CancelledError:
-            raise
+            if name not in self.losers:
+                raise
+            msg = Message(name, node.spec.role, skipped=True, data={"lost_race": True})
         except BaseException as exc:  # a bug in the executor itself: fail the run loudly
             if not self.done.done():
                 self.done.set_exception(exc)
@@ -285,10 +307,21 @@ class _Run:
         pending = self.pending
         for succ in node.succs:
             pending[succ] -= 1
-            if not pending[succ]:
+            if not pending[succ] or (self.nodes[succ].join_any and self._input(node.name, succ).ok):
                 self.start(succ)
         if len(self.results) == len(self.nodes) and not self.done.done():
             self.done.set_result(None)
+
+    def _cancel_losers(self, node: CompiledNode) -> None:
+        """An "any" join has started: inputs still running that nobody else waits for are
+        cancelled (hedged requests), and reported as skipped."""
+        for pred in node.preds:
+            task = self.tasks.get(pred)
+            if pred in self.results or task is None or task.done():
+                continue
+            if all(s in self.tasks for s in self.nodes[pred].succs):
+                self.losers.add(pred)
+                task.cancel()
 
     async def abort(self, reason: BaseException | None) -> None:
         """Cancel unfinished nodes; with a ``reason`` record them as failed with it."""
@@ -320,9 +353,10 @@ async def execute(
     output: str,
     question: str,
     *,
+    task: TaskKind = "text",
     timeout_s: float | None = None,
 ) -> RunResult:
-    run = _Run(nodes, question)
+    run = _Run(nodes, question, task)
     for name in order:
         if not nodes[name].preds:
             run.start(name)

@@ -89,7 +89,12 @@ class Graph:
         whole run; nodes still running then are cancelled and reported as failed."""
         await self.aopen()
         return await execute(
-            self._nodes, self._order, self._spec.output, question, timeout_s=timeout_s
+            self._nodes,
+            self._order,
+            self._spec.output,
+            question,
+            task=self._spec.task,
+            timeout_s=timeout_s,
         )
 
     def run(self, question: str, *, timeout_s: float | None = None) -> RunResult:
@@ -184,6 +189,7 @@ def _compile(
             timeout=node.timeout.over(d.timeout) if node.timeout is not None else d.timeout,
             preds=node.inputs,
             succs=tuple(succs[name]),
+            join_any=role_cls.join == "any",
             priority=-work[name],
         )
     return compiled

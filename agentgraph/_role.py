@@ -11,7 +11,7 @@ import abc
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pydantic
 
@@ -27,7 +27,9 @@ __all__ = ["Message", "Role"]
 @dataclass(frozen=True, slots=True)
 class Message:
     """The output of one node. ``answer`` is the extracted final answer when the role has
-    one; ``error`` is set when the node failed, ``skipped`` when a router turned it off."""
+    one; ``error`` is set when the node failed, ``skipped`` when a router turned it off.
+    ``routes``, set by routers, names the successors that should run; the others see this
+    message as skipped."""
 
     node: str
     role: str
@@ -36,6 +38,7 @@ class Message:
     error: BaseException | None = None
     skipped: bool = False
     data: Mapping[str, Any] = field(default_factory=dict)
+    routes: frozenset[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -53,6 +56,9 @@ class Role(abc.ABC):
     ``node.params``."""
 
     needs_model: ClassVar[bool] = True
+    join: ClassVar[Literal["all", "any"]] = "all"
+    """``any``: run at the first successful input; inputs still running then are
+    cancelled when no other node waits for them."""
     placeholders: ClassVar[frozenset[str]] = frozenset({"question"})
     Params: ClassVar[type[pydantic.BaseModel] | None] = None
 

@@ -28,11 +28,15 @@ __all__ = [
     "Price",
     "RetryPolicy",
     "Sampling",
+    "TaskKind",
     "TimeoutPolicy",
 ]
 
 SCHEMA_VERSION = "agentgraph/v1"
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+TaskKind = Literal["text", "math", "multiple_choice", "code"]
+"""What kind of answer the graph produces; roles choose default prompts and parsers by it."""
 
 NonNegFloat = Annotated[float, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
@@ -147,6 +151,7 @@ class GraphSpec(_Frozen):
     schema_: Literal["agentgraph/v1"] = Field(default="agentgraph/v1", alias="schema")
     name: str = "graph"
     description: str | None = None
+    task: TaskKind = "text"
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     defaults: Defaults = Defaults()
     nodes: dict[str, NodeSpec]

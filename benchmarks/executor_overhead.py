@@ -1,4 +1,4 @@
-"""Executor overhead benchmark for agentgraph, side by side with LangGraph when installed.
+"""Executor overhead benchmark for agentgraph, beside bare asyncio and (if installed) LangGraph.
 
 All in one event loop, timed with ``time.perf_counter`` after warm-up runs:
 
@@ -9,8 +9,10 @@ All in one event loop, timed with ``time.perf_counter`` after warm-up runs:
 2. Critical-path efficiency: chains A (50/10/50/10 ms) and B (10/50/10/50 ms), one
    ScriptedBackend each, joined by a 10 ms node. Efficiency = ideal critical path / median
    wall; target >= 0.97. Also reports median ``result.latency_s / result.wall_s``.
-3. The same graphs in LangGraph (``StateGraph``, list state reduced by ``operator.add``, async
-   nodes doing the same backend call, joins as multi-source edges); null if not importable.
+3. The same graphs as bare asyncio tasks (the floor: one task per node awaiting its inputs)
+   and in LangGraph (``StateGraph``, list state reduced by ``operator.add``, joins as
+   multi-source edges), every node doing the same ScriptedBackend call; LangGraph is
+   recorded as null when it is not importable.
 
 Run:  .venv/bin/python benchmarks/executor_overhead.py [--quick] [--out FILE]
 (JSON goes to benchmarks/results/executor_overhead.json unless ``--out`` is given.)
@@ -40,6 +42,7 @@ import agentgraph
 from agentgraph import ChatMessage, CompletionRequest, Message, NodeContext, ScriptedBackend
 
 Dag = dict[str, tuple[str, ...]]  # node -> inputs, in topological order, output last
+Runner = Callable[[], Awaitable[Any]]
 QUESTION = "What is 12 + 30?"
 REQUEST = CompletionRequest((ChatMessage("user", QUESTION),))
 US_TARGET, EFF_TARGET = 30.0, 0.97
@@ -48,10 +51,14 @@ CHAIN_LATENCY = {
     **{f"b{i}": s for i, s in enumerate((0.01, 0.05, 0.01, 0.05))},
     "join": 0.01,
 }
+CHAINS: Dag = {
+    **{f"{c}{i}": (f"{c}{i - 1}",) if i else () for c in "ab" for i in range(4)},
+    "join": ("a3", "b3"),
+}
 # (warm-up runs, timed runs) per graph kind, for full and --quick mode.
 REPEATS = {
-    False: {"dag32": (30, 300), "dag256": (5, 60), "chains": (2, 20)},
-    True: {"dag32": (3, 20), "dag256": (1, 5), "chains": (1, 3)},
+    False: {"dag32": (50, 400), "dag256": (10, 80), "chains": (2, 20)},
+    True: {"dag32": (10, 30), "dag256": (2, 6), "chains": (1, 3)},
 }
 
 
@@ -75,8 +82,7 @@ def layered_dag(n: int, seed: int = 0) -> Dag:
             layers.append([])
         name, inputs = f"n{i}", tuple[str, ...]()
         if len(layers) > 1:
-            prev = layers[-2]
-            earlier = [x for layer in layers[:-1] for x in layer]
+            prev, earlier = layers[-2], [x for layer in layers[:-1] for x in layer]
             first = rng.choice([x for x in prev if x in unread] or prev)
             picks = [first, *rng.sample(earlier, min(3, len(earlier)))]
             inputs = tuple(dict.fromkeys(picks))[: rng.randint(1, 3)]
@@ -84,14 +90,6 @@ def layered_dag(n: int, seed: int = 0) -> Dag:
         layers[-1].append(name)
         dag[name] = inputs
     dag["out"] = tuple(unread)
-    return dag
-
-
-def chains_dag() -> Dag:
-    dag: Dag = {}
-    for chain in "ab":
-        dag.update({f"{chain}{i}": (f"{chain}{i - 1}",) if i else () for i in range(4)})
-    dag["join"] = ("a3", "b3")
     return dag
 
 
@@ -130,32 +128,30 @@ class LGState(TypedDict):
     log: Annotated[list[str], operator.add]
 
 
-class LGNode:
-    """A LangGraph node doing what an agentgraph node does here: one backend call."""
+class Node:
+    """A bare-asyncio or LangGraph node doing what an agentgraph node does: one model call."""
 
-    def __init__(self, name: str, backend: ScriptedBackend) -> None:
-        self.name, self.backend = name, backend
+    def __init__(self, name: str, latency_s: float) -> None:
+        self.name, self.backend = name, ScriptedBackend("Answer: 1", latency_s=latency_s)
 
     async def __call__(self, state: LGState) -> LGState:
         await self.backend.complete(REQUEST)
         return {"log": [self.name]}
 
 
-def lg_run(dag: Dag, latency: Mapping[str, float]) -> Callable[[], Awaitable[LGState]]:
+def lg_runner(dag: Dag, latency: Mapping[str, float]) -> Runner:
     from langgraph.graph import END, START, StateGraph
 
     g = StateGraph(LGState)
     for name, inputs in dag.items():
-        backend = ScriptedBackend("Answer: 1", latency_s=latency.get(name, 0.0))
-        g.add_node(name, LGNode(name, backend))
+        g.add_node(name, Node(name, latency.get(name, 0.0)))
         g.add_edge(list(inputs) if len(inputs) > 1 else (inputs[0] if inputs else START), name)
     g.add_edge(next(reversed(dag)), END)
     return partial(g.compile().ainvoke, {"log": []}, {"recursion_limit": 10 * len(dag)})
 
 
-def asyncio_run(dag: Dag, latency: Mapping[str, float]) -> Callable[[], Awaitable[LGState]]:
-    """The floor: one bare task per node that awaits its inputs' tasks, then the same call."""
-    nodes = {n: LGNode(n, ScriptedBackend("Answer: 1", latency_s=latency.get(n, 0.0))) for n in dag}
+def asyncio_runner(dag: Dag, latency: Mapping[str, float]) -> Runner:
+    nodes = {name: Node(name, latency.get(name, 0.0)) for name in dag}
 
     async def run() -> LGState:
         tasks: dict[str, asyncio.Task[LGState]] = {}
@@ -167,14 +163,12 @@ def asyncio_run(dag: Dag, latency: Mapping[str, float]) -> Callable[[], Awaitabl
 
         for name in dag:
             tasks[name] = asyncio.create_task(node(name))
-        return {"log": [name for t in tasks.values() for name in (await t)["log"]]}
+        return {"log": [n for task in tasks.values() for n in (await task)["log"]]}
 
     return run
 
 
-async def timed(
-    call: Callable[[], Awaitable[Any]], warmup: int, repeats: int
-) -> tuple[list[float], list[Any]]:
+async def timed(call: Runner, warmup: int, repeats: int) -> tuple[list[float], list[Any]]:
     for _ in range(warmup):
         await call()
     times, results = [], []
@@ -203,8 +197,7 @@ def row(framework: str, graph: str, dag: Dag, times: list[float],
 async def measure(quick: bool, with_langgraph: bool) -> list[dict[str, Any]]:
     reps = REPEATS[quick]
     dags = {"dag32": layered_dag(32), "dag256": layered_dag(256)}
-    chains = chains_dag()
-    ideal = critical_path(chains, CHAIN_LATENCY)
+    chains, ideal = CHAINS, critical_path(CHAINS, CHAIN_LATENCY)
     rows: list[dict[str, Any]] = []
     for key, dag in dags.items():
         for role in ("echo", "proposer"):
@@ -221,10 +214,10 @@ async def measure(quick: bool, with_langgraph: bool) -> list[dict[str, Any]]:
         *((k, k, d, {}, None) for k, d in dags.items()),
         ("chains", "chains2x4", chains, CHAIN_LATENCY, ideal),
     ]
-    others = {"asyncio": asyncio_run, "langgraph": lg_run} if with_langgraph else {}
-    for framework, make in (others or {"asyncio": asyncio_run}).items():
+    others = {"asyncio": asyncio_runner} | ({"langgraph": lg_runner} if with_langgraph else {})
+    for framework, runner in others.items():
         for key, name, dag, latency, ideal_s in cases:
-            times, states = await timed(make(dag, latency), *reps[key])
+            times, states = await timed(runner(dag, latency), *reps[key])
             assert all(sorted(s["log"]) == sorted(dag) for s in states)
             rows.append(row(framework, name, dag, times, ideal_s))
     return rows
@@ -242,9 +235,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{r['median_wall_ms']:>11.3f}{fmt(r['us_per_node'], '.1f'):>9}"
               f"{fmt(r['efficiency'], '.3f'):>11}  {r['target']:<18}"
               f"{'PASS' if r['passed'] else 'FAIL'}")
-    for r in rows:
         if "latency_over_wall" in r:
-            print(f"{r['framework']} {r['graph']}: result.latency_s / result.wall_s = "
+            print(f"{'':<11}{'':<16}  result.latency_s / result.wall_s = "
                   f"{r['latency_over_wall']:.3f}")
 
 
@@ -262,8 +254,8 @@ def main() -> None:
     print_table(rows)
     if lg_version is None:
         print("LangGraph was not measured: langgraph is not importable (recorded as null)")
-    ours = [r for r in rows if r["framework"] == "agentgraph"]
-    met = all(r["passed"] for r in ours)
+    by_framework = {f: [r for r in rows if r["framework"] == f] for f in ("agentgraph", "asyncio")}
+    met = all(r["passed"] for r in by_framework["agentgraph"])
     print(f"agentgraph targets met: {'yes' if met else 'NO'}")
     report = {
         "benchmark": "executor_overhead", "quick": args.quick,
@@ -275,9 +267,8 @@ def main() -> None:
         "targets": {"us_per_node_max": US_TARGET, "efficiency_min": EFF_TARGET},
         "repeats": {k: {"warmup": w, "timed": n} for k, (w, n) in REPEATS[args.quick].items()},
         "agentgraph_targets_met": met,
-        "results": {
-            "agentgraph": ours,
-            "langgraph": [r for r in rows if r["framework"] == "langgraph"] if lg_version else None,
+        "results": by_framework | {
+            "langgraph": [r for r in rows if r["framework"] == "langgraph"] if lg_version else None
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import pytest
@@ -314,3 +314,79 @@ def test_arun_does_not_depend_on_the_sync_shell() -> None:
 
     results = asyncio.run(twice())
     assert [r.question for r in results] == ["a", "b"] and all(r.ok for r in results)
+
+
+class RouteParams(pydantic.BaseModel):
+    to: list[str]
+
+
+class Route(ag.Role):
+    needs_model: ClassVar[bool] = False
+    Params = RouteParams
+
+    async def run(self, ctx: ag.NodeContext, inputs: Sequence[ag.Message]) -> ag.Message:
+        assert isinstance(self.params, RouteParams)
+        return ag.Message(self.node, "route", text="routed", routes=frozenset(self.params.to))
+
+
+class Race(ag.Role):
+    needs_model: ClassVar[bool] = False
+    join: ClassVar[Literal["all", "any"]] = "any"
+
+    async def run(self, ctx: ag.NodeContext, inputs: Sequence[ag.Message]) -> ag.Message:
+        winner = next(m for m in inputs if m.ok)
+        return ag.Message(self.node, "race", text=winner.text)
+
+
+async def test_router_skips_the_successors_it_does_not_pick() -> None:
+    ag.register_role("route", Route)
+    graph = graph_of(
+        {
+            "gate": ag.NodeSpec(role="route", params={"to": ["cheap"]}),
+            "cheap": sleep_node(0, "gate"),
+            "costly": sleep_node(0, "gate"),
+            "after_costly": sleep_node(0, "costly"),  # skipping propagates
+            "out": sleep_node(0, "cheap", "after_costly"),
+        },
+        "out",
+    )
+    result = await graph.arun("q")
+    assert result.ok and result.failed == {}
+    assert result.skipped == ["costly", "after_costly"]
+    assert {n: r.status for n, r in result.nodes.items()}["cheap"] == "ok"
+
+
+async def test_any_join_starts_at_the_first_answer_and_cancels_the_rest() -> None:
+    ag.register_role("race", Race)
+    graph = graph_of(
+        {
+            "fast": sleep_node(0.02),
+            "slow": sleep_node(5.0),
+            "broken": sleep_node(0, fail=True),
+            "first": ag.NodeSpec(role="race", inputs=("broken", "slow", "fast")),
+        },
+        "first",
+    )
+    result = await graph.arun("q")
+    assert result.answer == "fast"
+    assert result.wall_s < 1.0
+    assert result.nodes["slow"].status == "skipped"
+    assert result.nodes["slow"].message.data == {"lost_race": True}
+    assert isinstance(result.failed["broken"], RuntimeError)
+
+
+async def test_any_join_keeps_inputs_that_others_still_need() -> None:
+    ag.register_role("race", Race)
+    graph = graph_of(
+        {
+            "fast": sleep_node(0.01),
+            "slow": sleep_node(0.1),
+            "first": ag.NodeSpec(role="race", inputs=("slow", "fast")),
+            "out": sleep_node(0, "first", "slow"),
+        },
+        "out",
+    )
+    result = await graph.arun("q")
+    assert result.nodes["slow"].status == "ok"
+    assert result.nodes["first"].message.text == "fast"
+    assert result.nodes["first"].finished_s < result.nodes["slow"].finished_s

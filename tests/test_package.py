@@ -48,6 +48,7 @@ PUBLIC = {
     "RunResult",
     "Sampling",
     "ScriptedBackend",
+    "TaskKind",
     "TimeoutPolicy",
     "Trace",
     "TraceRecord",
