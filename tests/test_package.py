@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -157,7 +158,7 @@ def test_wheel_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     first, second = out.stdout.splitlines()
     assert first.startswith(site)
-    assert eval(second) == sorted(
+    assert ast.literal_eval(second) == sorted(
         [
             "proposer",
             "critic",
