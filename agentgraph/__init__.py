@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ._cache import CacheMode, CallCache
 from ._errors import (
     AgentGraphError,
     BackendError,
     BackendTimeout,
+    BudgetExceeded,
     EmptyCompletion,
     GraphValidationError,
     MissingDependency,
@@ -65,6 +67,9 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "Budget",
+    "BudgetExceeded",
+    "CacheMode",
+    "CallCache",
     "ChatMessage",
     "Completion",
     "CompletionRequest",

@@ -11,6 +11,8 @@
     │   │   └── BackendTimeout(TimeoutError)  one call ran past its time limit
     │   ├── EmptyCompletion                   the model returned no text
     │   └── ReplayMiss(KeyError)              a replay backend has no record for a request
+    ├── BudgetExceeded                        a call would overflow a hard budget:
+    │                                         .kind .spent .limit .node
     ├── NodeTimeout(TimeoutError)             a node (all its attempts) ran past its limit: .node
     ├── UpstreamFailed                        every input of a node failed: .node .failed
     └── RunFailed                             raised by RunResult.raise_for_status(): .result
@@ -31,6 +33,7 @@ __all__ = [
     "AgentGraphError",
     "BackendError",
     "BackendTimeout",
+    "BudgetExceeded",
     "EmptyCompletion",
     "GraphValidationError",
     "MissingDependency",
@@ -120,6 +123,31 @@ class ReplayMiss(BackendError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class BudgetExceeded(AgentGraphError):
+    """A call was refused (or a run cut) because it would overflow a hard budget.
+
+    ``kind`` is ``"tokens"``, ``"cost"`` or ``"latency"``; ``spent`` is what had been used
+    when it happened, ``limit`` the budget, ``needed`` what the refused call reserved."""
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        spent: float,
+        limit: float,
+        needed: float = 0.0,
+        node: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.spent = spent
+        self.limit = limit
+        self.needed = needed
+        self.node = node
+        where = f"node {node!r}: " if node else ""
+        extra = f" + {needed:g} needed" if needed else ""
+        super().__init__(f"{where}{kind} budget exceeded: {spent:g} spent{extra} > limit {limit:g}")
 
 
 class NodeTimeout(AgentGraphError, TimeoutError):

@@ -18,17 +18,21 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 
+from ._budget import Ledger
+from ._cache import CallCache
 from ._errors import (
     BackendError,
     BackendTimeout,
+    BudgetExceeded,
     NodeTimeout,
+    ReplayMiss,
     TransientBackendError,
     UpstreamFailed,
 )
 from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend
 from ._result import NodeResult, RunResult, Trace, TraceRecord
 from ._role import Message, Role
-from ._spec import NodeSpec, RetryPolicy, Sampling, TaskKind, TimeoutPolicy
+from ._spec import Budget, NodeSpec, RetryPolicy, Sampling, TaskKind, TimeoutPolicy
 
 __all__ = ["NodeContext", "execute"]
 
@@ -48,6 +52,7 @@ class CompiledNode:
     preds: tuple[str, ...]
     succs: tuple[str, ...]
     join_any: bool  # starts at the first successful input instead of waiting for all
+    cache: bool  # use the run's call cache, if it has one
     priority: float  # lower runs first: minus the model work from here to the output
 
 
@@ -136,15 +141,55 @@ class NodeContext:
         sampling: Sampling | None = None,
         sample_index: int = 0,
     ) -> Completion:
-        """Call this node's model with retries, timeouts and tracing."""
-        node = self._node
+        """Call this node's model through the cache, the budget ledger, the backend's slot
+        pool, retries and timeouts; every call is traced."""
+        node, run = self._node, self._run
         backend = node.backend
         if backend is None:
             raise BackendError(f"node {node.name!r} has no model", node=node.name)
         eff = sampling.over(node.sampling) if sampling is not None else node.sampling
-        request = CompletionRequest(tuple(messages), eff, sample_index)
+        msgs = tuple(messages)
+        # Identical calls in one run are separate samples (e.g. N equal proposers): each
+        # takes the next free sample index, which seeds it apart and keys it in the cache.
+        used = run.samples.setdefault((backend.id, msgs, eff), set())
+        while sample_index in used:
+            sample_index += 1
+        used.add(sample_index)
+        request = CompletionRequest(msgs, eff, sample_index)
+        cache = run.cache if node.cache else None
+        if cache is not None:
+            hit = cache.get(backend.id, request)
+            if hit is not None:
+                self._record(request, hit, perf_counter(), 0, 0.0)
+                return hit
+            if cache.mode == "replay":
+                miss = ReplayMiss(
+                    f"replay cache {cache.path!r} has no call of node {node.name!r} "
+                    f"(sample {sample_index}) for {backend.id}",
+                    backend=backend.id,
+                    node=node.name,
+                )
+                self._record(request, None, perf_counter(), 0, 0.0, miss)
+                raise miss
+        try:
+            held, request = run.ledger.reserve(node.name, request, backend.price)
+        except BudgetExceeded as exc:
+            self._record(request, None, perf_counter(), 0, 0.0, exc)
+            raise
+        used = None
+        try:
+            done = await self._dispatch(backend, request)
+            used = None if done.cached else done.usage
+        finally:
+            run.ledger.settle(held, used)
+        if cache is not None:
+            cache.put(backend.id, request, done)
+        return done
+
+    async def _dispatch(self, backend: ModelBackend, request: CompletionRequest) -> Completion:
+        node, run = self._node, self._run
         pool = _pool(backend)
-        run, retry, call_s = self._run, node.retry, node.timeout.call_s
+        retry, call_s = node.retry, node.timeout.call_s
         attempts, queued, first = 0, 0.0, 0.0
         while True:
             attempts += 1
@@ -221,10 +266,20 @@ class NodeContext:
 
 
 class _Run:
-    def __init__(self, nodes: Mapping[str, CompiledNode], question: str, task: TaskKind) -> None:
+    def __init__(
+        self,
+        nodes: Mapping[str, CompiledNode],
+        question: str,
+        task: TaskKind,
+        cache: CallCache | None,
+        budget: Budget | None,
+    ) -> None:
         self.nodes = nodes
         self.question = question
         self.task = task
+        self.cache = cache
+        self.ledger = Ledger(budget)
+        self.samples: dict[tuple[str, tuple[ChatMessage, ...], Sampling], set[int]] = {}
         self.rng = random.Random()
         self.loop = asyncio.get_running_loop()
         self.t0 = perf_counter()
@@ -355,16 +410,27 @@ async def execute(
     *,
     task: TaskKind = "text",
     timeout_s: float | None = None,
+    cache: CallCache | None = None,
+    budget: Budget | None = None,
 ) -> RunResult:
-    run = _Run(nodes, question, task)
+    run = _Run(nodes, question, task, cache, budget)
+    latency_s = budget.latency_s if budget is not None else None
+    limit = min((t for t in (timeout_s, latency_s) if t is not None), default=None)
     for name in order:
         if not nodes[name].preds:
             run.start(name)
     try:
-        async with asyncio.timeout(timeout_s):
+        async with asyncio.timeout(limit):
             await run.done
     except TimeoutError:
-        await run.abort(NodeTimeout(f"run time limit of {timeout_s:g}s reached", node=output))
+        assert limit is not None
+        reason: Exception
+        if limit == latency_s:
+            spent = perf_counter() - run.t0
+            reason = BudgetExceeded("latency", spent=spent, limit=limit, node=output)
+        else:
+            reason = NodeTimeout(f"run time limit of {limit:g}s reached", node=output)
+        await run.abort(reason)
     except BaseException:
         await run.abort(None)
         raise

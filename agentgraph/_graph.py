@@ -17,13 +17,14 @@ from typing import Any
 import networkx as nx
 import pydantic
 
+from ._cache import CallCache
 from ._errors import GraphValidationError
 from ._executor import CompiledNode, execute
 from ._model import ModelBackend
 from ._registry import backends as backend_registry
 from ._registry import roles as role_registry
 from ._result import RunResult
-from ._spec import GraphSpec, NodeSpec
+from ._spec import Budget, GraphSpec, NodeSpec
 from ._yaml import Positions, dump_spec, parse, read_text, relocate, spec_from_data
 
 __all__ = ["Graph", "from_networkx", "load", "loads", "to_networkx"]
@@ -39,8 +40,10 @@ class Graph:
         *,
         backends: Mapping[str, ModelBackend] | None = None,
         base_dir: str | Path | None = None,
+        cache: CallCache | None = None,
     ) -> None:
         self._spec = spec
+        self.cache = cache
         self._base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self._backends = _build_backends(spec, dict(backends or {}), self._base_dir)
         self._order = spec.topological_order()
@@ -83,10 +86,17 @@ class Graph:
     ) -> None:
         await self.aclose()
 
-    async def arun(self, question: str, *, timeout_s: float | None = None) -> RunResult:
+    async def arun(
+        self,
+        question: str,
+        *,
+        timeout_s: float | None = None,
+        budget: Budget | None = None,
+    ) -> RunResult:
         """Run the graph on one question. Node failures do not raise: see
         ``RunResult.failed`` and ``RunResult.raise_for_status()``. ``timeout_s`` bounds the
-        whole run; nodes still running then are cancelled and reported as failed."""
+        whole run; nodes still running then are cancelled and reported as failed.
+        ``budget`` replaces the graph's own budget for this run."""
         await self.aopen()
         return await execute(
             self._nodes,
@@ -95,14 +105,18 @@ class Graph:
             question,
             task=self._spec.task,
             timeout_s=timeout_s,
+            cache=self.cache,
+            budget=budget if budget is not None else self._spec.budget,
         )
 
-    def run(self, question: str, *, timeout_s: float | None = None) -> RunResult:
+    def run(
+        self, question: str, *, timeout_s: float | None = None, budget: Budget | None = None
+    ) -> RunResult:
         """Synchronous shell around :meth:`arun` (not for use inside a running loop)."""
 
         async def main() -> RunResult:
             try:
-                return await self.arun(question, timeout_s=timeout_s)
+                return await self.arun(question, timeout_s=timeout_s, budget=budget)
             finally:
                 await self.aclose()
 
@@ -190,6 +204,7 @@ def _compile(
             preds=node.inputs,
             succs=tuple(succs[name]),
             join_any=role_cls.join == "any",
+            cache=node.cache if node.cache is not None else d.cache,
             priority=-work[name],
         )
     return compiled

@@ -114,7 +114,8 @@ Responder = Callable[[CompletionRequest], str]
 class ScriptedBackend:
     """A backend that answers from a script: fixed text, a list cycled in call order, or a
     function of the request. ``latency_s`` simulates model time; ``failures`` are raised on
-    the first calls, one each, for fault injection. Every request is kept in ``calls``."""
+    the first calls, one each, for fault injection. Every request is kept in ``calls``.
+    Tokens are counted as words, and ``max_tokens`` truncates the answer like a model."""
 
     def __init__(
         self,
@@ -205,11 +206,15 @@ class ScriptedBackend:
         if self._failures:
             raise self._failures.pop(0)
         text = self._respond(request)
+        finish = "stop"
+        limit = request.sampling.max_tokens
+        if limit is not None and len(text.split()) > limit:  # a "token" here is a word
+            text, finish = " ".join(text.split()[:limit]), "length"
         if not text.strip():
             raise EmptyCompletion("scripted response is empty", backend=self.id)
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
         usage = Usage(prompt_tokens, len(text.split()))
-        return Completion(text, usage, latency_s=latency, finish_reason="stop")
+        return Completion(text, usage, latency_s=latency, finish_reason=finish)
 
     async def aclose(self) -> None:
         return None

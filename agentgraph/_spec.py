@@ -137,12 +137,16 @@ class NodeSpec(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
     retry: RetryPolicy | None = None
     timeout: TimeoutPolicy | None = None
+    cache: bool | None = None
 
 
 class Defaults(_Frozen):
     sampling: Sampling = Sampling()
     retry: RetryPolicy = RetryPolicy()
     timeout: TimeoutPolicy = TimeoutPolicy()
+    cache: bool = True
+    """Whether nodes use the call cache a run is given (``cache: false`` on a node opts out,
+    e.g. to draw fresh samples)."""
 
 
 class GraphSpec(_Frozen):

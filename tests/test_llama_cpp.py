@@ -148,3 +148,25 @@ def test_bad_llama_models_are_reported_in_place(model: str, field: str, needle: 
         ag.loads(text, source="g.yaml")
     assert info.value.field == field and info.value.line == 2
     assert needle in str(info.value)
+
+
+async def test_repeated_work_on_the_real_model_costs_nothing(tmp_path: Path) -> None:
+    text = f"""
+models:
+  smol: {{backend: llama_cpp, path: {SMOL_REF}}}
+defaults:
+  sampling: {{max_tokens: 16, temperature: 0.8, seed: 5}}
+nodes:
+  a: {{role: proposer, model: smol}}
+  b: {{role: proposer, model: smol}}
+  c: {{role: synthesizer, model: smol, inputs: [a, b]}}
+output: c
+"""
+    graph = ag.loads(text, cache=ag.CallCache(tmp_path / "calls.sqlite"))
+    first = await graph.arun("Name a city.")
+    a, b = (r for r in first.trace if r.node in ("a", "b"))
+    assert {a.request.sample_index, b.request.sample_index} == {0, 1}  # two samples, not one
+    again = await graph.arun("Name a city.")
+    assert again.answer == first.answer
+    assert all(r.cached for r in again.trace) and again.tokens == 0
+    assert again.wall_s < first.wall_s / 5
