@@ -29,6 +29,7 @@ from ._errors import (
     TransientBackendError,
     UpstreamFailed,
 )
+from ._estimate import Estimate, NodeEstimate, ProfileStore, measure_profile
 from ._executor import NodeContext
 from ._graph import Graph, from_networkx, load, loads, to_networkx
 from ._model import (
@@ -49,6 +50,7 @@ from ._spec import (
     Budget,
     Defaults,
     GraphSpec,
+    LatencyProfile,
     ModelSpec,
     NodeSpec,
     Price,
@@ -75,19 +77,23 @@ __all__ = [
     "CompletionRequest",
     "Defaults",
     "EmptyCompletion",
+    "Estimate",
     "Graph",
     "GraphSpec",
     "GraphValidationError",
+    "LatencyProfile",
     "Message",
     "MissingDependency",
     "ModelBackend",
     "ModelNotFound",
     "ModelSpec",
     "NodeContext",
+    "NodeEstimate",
     "NodeResult",
     "NodeSpec",
     "NodeTimeout",
     "Price",
+    "ProfileStore",
     "ReplayBackend",
     "ReplayMiss",
     "RetryPolicy",
@@ -111,6 +117,7 @@ __all__ = [
     "load_spec",
     "loads",
     "loads_spec",
+    "measure_profile",
     "register_backend",
     "register_role",
     "resolve_model_path",

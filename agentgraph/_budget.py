@@ -33,6 +33,9 @@ class Reservation:
     price: Price
 
 
+_UNLIMITED = Reservation(0, 0.0, Price())
+
+
 class Ledger:
     def __init__(self, budget: Budget | None) -> None:
         self.budget = budget or Budget()
@@ -50,10 +53,12 @@ class Ledger:
     ) -> tuple[Reservation, CompletionRequest]:
         """Hold the most this call can use; the request comes back with ``max_tokens``
         filled in when the budget had to cap it."""
+        if not self.active:
+            return _UNLIMITED, request
         b = self.budget
         prompt = prompt_token_bound(request)
         out = request.sampling.max_tokens
-        if out is None and self.active:
+        if out is None:
             room: list[float] = []
             if b.tokens is not None:
                 room.append(b.tokens - self.tokens - self._held_tokens - prompt)
@@ -89,6 +94,8 @@ class Ledger:
     def settle(self, held: Reservation, usage: Usage | None) -> None:
         """Release a reservation and charge what the call really used (nothing if it
         failed: a failed attempt's usage is unknown)."""
+        if held is _UNLIMITED:
+            return
         self._held_tokens -= held.tokens
         self._held_cost -= held.cost
         if usage is not None:

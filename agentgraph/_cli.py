@@ -1,6 +1,9 @@
 """The ``agentgraph`` command line.
 
 agentgraph run GRAPH.yaml "question" [--timeout S] [--trace FILE] [--json]
+               [--cache FILE | --replay FILE]
+agentgraph estimate GRAPH.yaml ["question"] [--profiles FILE]
+agentgraph profile GRAPH.yaml [--model NAME] [--repeats N] [--profiles FILE]
 agentgraph show GRAPH.yaml [--yaml]
 agentgraph schema
 """
@@ -8,12 +11,15 @@ agentgraph schema
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import AgentGraphError
+from ._cache import CallCache
+from ._errors import AgentGraphError, GraphValidationError
+from ._estimate import ProfileStore, measure_profile
 from ._graph import load
 from ._result import RunResult
 from ._yaml import load_spec
@@ -30,6 +36,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--timeout", type=float, default=None, help="limit for the whole run (s)")
     p_run.add_argument("--trace", metavar="FILE", help="write the call trace as JSON lines")
     p_run.add_argument("--json", action="store_true", help="print the result as JSON")
+    cache = p_run.add_mutually_exclusive_group()
+    cache.add_argument("--cache", metavar="FILE", help="SQLite call cache to read and fill")
+    cache.add_argument("--replay", metavar="FILE", help="answer only from this call cache")
+    p_est = sub.add_parser("estimate", help="dry-run estimate of tokens, cost and latency")
+    p_est.add_argument("graph")
+    p_est.add_argument("question", nargs="?", default="")
+    p_est.add_argument("--profiles", metavar="FILE", help="latency profile store")
+    p_prof = sub.add_parser("profile", help="measure and store the latency profile of models")
+    p_prof.add_argument("graph")
+    p_prof.add_argument("--model", action="append", help="only this model (repeatable)")
+    p_prof.add_argument("--repeats", type=int, default=3)
+    p_prof.add_argument("--profiles", metavar="FILE", help="latency profile store")
     p_show = sub.add_parser("show", help="validate a graph and print its structure")
     p_show.add_argument("graph")
     p_show.add_argument("--yaml", action="store_true", help="print the normalized YAML")
@@ -40,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "show":
             return _show(args)
+        if args.command == "estimate":
+            return _estimate(args)
+        if args.command == "profile":
+            return asyncio.run(_profile(args))
         from . import schema_json
 
         print(schema_json())
@@ -50,7 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    graph = load(args.graph)
+    cache = None
+    if args.cache or args.replay:
+        cache = CallCache(args.cache or args.replay, mode="replay" if args.replay else "read_write")
+    graph = load(args.graph, cache=cache)
     result = graph.run(args.question, timeout_s=args.timeout)
     if args.trace:
         result.trace.to_jsonl(args.trace)
@@ -63,6 +88,63 @@ def _run(args: argparse.Namespace) -> int:
         for node, err in result.failed.items():
             print(f"failed: {node}: {type(err).__name__}: {err}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    est = load(args.graph).estimate(args.question, profiles=ProfileStore(args.profiles))
+    rows = [["node", "model", "calls", "tok_in", "tok_out", "cost", "latency_s"]]
+    for n in est.nodes.values():
+        latency = "?" if n.latency_s is None else f"{n.latency_s:.3f}"
+        rows.append(
+            [
+                n.node,
+                n.model or "-",
+                str(n.calls),
+                str(n.prompt_tokens),
+                str(n.completion_tokens),
+                f"{n.cost:.6f}",
+                latency,
+            ]
+        )
+    total = "?" if est.latency_s is None else f"{est.latency_s:.3f}"
+    rows.append(["(run)", "", "", "", str(est.tokens), f"{est.cost:.6f}", total])
+    print(_format(rows))
+    if est.unprofiled:
+        print(
+            f"no latency profile for: {', '.join(est.unprofiled)} "
+            "(measure one with: agentgraph profile GRAPH)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _profile(args: argparse.Namespace) -> int:
+    graph = load(args.graph)
+    store = ProfileStore(args.profiles)
+    names = args.model or list(graph.spec.models)
+    rows = [["model", "overhead_s", "prefill_tok_s", "decode_tok_s", "backend"]]
+    try:
+        for name in names:
+            if name not in graph.backends:
+                valid = ", ".join(repr(m) for m in graph.spec.models)
+                raise GraphValidationError(f"unknown model {name!r}; valid models: {valid}")
+            backend = graph.backends[name]
+            prof = await measure_profile(backend, repeats=args.repeats)
+            store.put(backend.id, prof)
+            rows.append(
+                [
+                    name,
+                    f"{prof.overhead_s:.4f}",
+                    f"{prof.prefill_tok_s:.1f}",
+                    f"{prof.decode_tok_s:.1f}",
+                    backend.id,
+                ]
+            )
+    finally:
+        await graph.aclose()
+    print(_format(rows))
+    print(f"saved to {store.path}")
+    return 0
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Any
 
 from ._budget import Ledger
 from ._cache import CallCache
@@ -94,13 +95,57 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, Slot
 )
 
 
-def _pool(backend: ModelBackend) -> SlotPool:
-    pools = _pools.setdefault(asyncio.get_running_loop(), {})
-    key = backend.resource
-    pool = pools.get(key)
-    if pool is None:
-        pool = pools[key] = SlotPool(backend.slots)
-    return pool
+class _Watch:
+    __slots__ = ("done", "expired")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.expired = False
+
+
+class _Watchdog:
+    """Per-call time limits of one run on a single loop timer: a call costs a heap push,
+    not a timer of its own. An expired call's task is cancelled; the call site turns that
+    into :class:`BackendTimeout`."""
+
+    __slots__ = ("_handle", "_heap", "_loop", "_seq")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, asyncio.Task[Any], _Watch]] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self._seq = itertools.count()
+
+    def watch(self, seconds: float, task: asyncio.Task[Any]) -> _Watch:
+        heap = self._heap
+        while heap and heap[0][3].done:
+            heapq.heappop(heap)
+        watch = _Watch()
+        deadline = self._loop.time() + seconds
+        heapq.heappush(heap, (deadline, next(self._seq), task, watch))
+        if self._handle is None or deadline < self._handle.when():
+            self._arm()
+        return watch
+
+    def _arm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._loop.call_at(self._heap[0][0], self._fire) if self._heap else None
+
+    def _fire(self) -> None:
+        heap, now = self._heap, self._loop.time()
+        while heap and (heap[0][0] <= now or heap[0][3].done):
+            _, _, task, watch = heapq.heappop(heap)
+            if not watch.done:
+                watch.expired = True
+                task.cancel()
+        self._handle = None
+        self._arm()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._heap.clear()
 
 
 class NodeContext:
@@ -151,10 +196,18 @@ class NodeContext:
         msgs = tuple(messages)
         # Identical calls in one run are separate samples (e.g. N equal proposers): each
         # takes the next free sample index, which seeds it apart and keys it in the cache.
-        used = run.samples.setdefault((backend.id, msgs, eff), set())
+        key = (backend.id, msgs, eff)
+        taken = run.samples.get(key)
+        if taken is None:
+            taken = run.samples[key] = [0, set()]
+        floor, used = taken  # every index below floor is taken
+        sample_index = max(sample_index, floor)
         while sample_index in used:
             sample_index += 1
         used.add(sample_index)
+        while floor in used:
+            floor += 1
+        taken[0] = floor
         request = CompletionRequest(msgs, eff, sample_index)
         cache = run.cache if node.cache else None
         if cache is not None:
@@ -188,9 +241,11 @@ class NodeContext:
 
     async def _dispatch(self, backend: ModelBackend, request: CompletionRequest) -> Completion:
         node, run = self._node, self._run
-        pool = _pool(backend)
+        pool = run.pool(backend)
         retry, call_s = node.retry, node.timeout.call_s
         attempts, queued, first = 0, 0.0, 0.0
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             attempts += 1
             t_queue = perf_counter()
@@ -200,28 +255,26 @@ class NodeContext:
             if attempts == 1:
                 first = t_call
             error: BaseException
+            watch = run.watchdog.watch(call_s, task) if call_s is not None else None
             try:
-                if call_s is None:
-                    done = await backend.complete(request)
-                else:
-                    async with asyncio.timeout(call_s) as scope:
-                        done = await backend.complete(request)
-            except TimeoutError as exc:
-                if call_s is None or not scope.expired():
-                    error = exc
-                else:
-                    error = BackendTimeout(
-                        f"call to {backend.id} timed out after {call_s:g}s",
-                        backend=backend.id,
-                        node=node.name,
-                    )
+                done = await backend.complete(request)
+            except asyncio.CancelledError:
+                if watch is None or not watch.expired or task.uncancel() > 0:
+                    raise
+                error = BackendTimeout(
+                    f"call to {backend.id} timed out after {call_s:g}s",
+                    backend=backend.id,
+                    node=node.name,
+                )
             except Exception as exc:
                 error = exc
             else:
-                pool.release()
                 self._record(request, done, first, attempts, queued)
                 return done
-            pool.release()
+            finally:
+                if watch is not None:
+                    watch.done = True
+                pool.release()
             if isinstance(error, BackendError) and error.node is None:
                 error.node = node.name
             if not isinstance(error, TransientBackendError) or attempts >= retry.max_attempts:
@@ -279,9 +332,14 @@ class _Run:
         self.task = task
         self.cache = cache
         self.ledger = Ledger(budget)
-        self.samples: dict[tuple[str, tuple[ChatMessage, ...], Sampling], set[int]] = {}
+        self.follow_routes = True
+
+        # Per identical call: [lowest index not known to be taken, indices taken].
+        self.samples: dict[tuple[str, tuple[ChatMessage, ...], Sampling], list[Any]] = {}
         self.rng = random.Random()
         self.loop = asyncio.get_running_loop()
+        self.watchdog = _Watchdog(self.loop)
+        self._pools = _pools.setdefault(self.loop, {})
         self.t0 = perf_counter()
         self.trace: list[TraceRecord] = []
         self.results: dict[str, NodeResult] = {}
@@ -290,6 +348,12 @@ class _Run:
         self.started: dict[str, float] = {}
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.losers: set[str] = set()
+
+    def pool(self, backend: ModelBackend) -> SlotPool:
+        pool = self._pools.get(backend.resource)
+        if pool is None:
+            pool = self._pools[backend.resource] = SlotPool(backend.slots)
+        return pool
 
     def start(self, name: str) -> None:
         if name not in self.tasks:
@@ -300,7 +364,7 @@ class _Run:
         if res is None:  # an "any" join started before this input finished
             return Message(pred, self.nodes[pred].spec.role, skipped=True)
         msg = res.message
-        if msg.routes is not None and name not in msg.routes and msg.ok:
+        if self.follow_routes and msg.routes is not None and name not in msg.routes and msg.ok:
             return Message(pred, msg.role, skipped=True)  # a router turned this edge off
         return msg
 
@@ -412,8 +476,10 @@ async def execute(
     timeout_s: float | None = None,
     cache: CallCache | None = None,
     budget: Budget | None = None,
+    follow_routes: bool = True,
 ) -> RunResult:
     run = _Run(nodes, question, task, cache, budget)
+    run.follow_routes = follow_routes
     latency_s = budget.latency_s if budget is not None else None
     limit = min((t for t in (timeout_s, latency_s) if t is not None), default=None)
     for name in order:
@@ -434,5 +500,7 @@ async def execute(
     except BaseException:
         await run.abort(None)
         raise
+    finally:
+        run.watchdog.close()
     ordered = {name: run.results[name] for name in order}
     return RunResult(question, output, ordered, Trace(tuple(run.trace)), perf_counter() - run.t0)

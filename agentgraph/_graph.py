@@ -8,6 +8,7 @@ carry ``index``, the position of the source in the target's ``inputs``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +20,12 @@ import pydantic
 
 from ._cache import CallCache
 from ._errors import GraphValidationError
+from ._estimate import DryRunBackend, Estimate, ProfileStore, summarize
 from ._executor import CompiledNode, execute
 from ._model import ModelBackend
 from ._registry import backends as backend_registry
 from ._registry import roles as role_registry
-from ._result import RunResult
+from ._result import RunResult, TraceRecord
 from ._spec import Budget, GraphSpec, NodeSpec
 from ._yaml import Positions, dump_spec, parse, read_text, relocate, spec_from_data
 
@@ -108,6 +110,44 @@ class Graph:
             cache=self.cache,
             budget=budget if budget is not None else self._spec.budget,
         )
+
+    async def aestimate(
+        self, question: str = "", *, profiles: ProfileStore | None = None
+    ) -> Estimate:
+        """Tokens, cost and latency of one run, from a dry run of the real roles against
+        instant stand-in models, the price tables and the latency profiles (``profile`` in
+        the model spec, else the profile store). No model is called."""
+        store = profiles if profiles is not None else ProfileStore()
+        dry = {
+            name: DryRunBackend(b, self._spec.models[name].profile or store.get(b.id))
+            for name, b in self._backends.items()
+        }
+        nodes = {
+            name: dataclasses.replace(c, backend=dry[c.model] if c.model else None, cache=False)
+            for name, c in self._nodes.items()
+        }
+        result = await execute(
+            nodes,
+            self._order,
+            self._spec.output,
+            question,
+            task=self._spec.task,
+            follow_routes=False,
+        )
+        calls: dict[str, list[TraceRecord]] = {}
+        for rec in result.trace:
+            calls.setdefault(rec.node, []).append(rec)
+        return summarize(
+            calls,
+            {n: dry[c.model] if c.model else None for n, c in self._nodes.items()},
+            {n: c.model for n, c in self._nodes.items()},
+            self._order,
+            {n: c.preds for n, c in self._nodes.items()},
+        )
+
+    def estimate(self, question: str = "", *, profiles: ProfileStore | None = None) -> Estimate:
+        """Synchronous shell around :meth:`aestimate`."""
+        return asyncio.run(self.aestimate(question, profiles=profiles))
 
     def run(
         self, question: str, *, timeout_s: float | None = None, budget: Budget | None = None

@@ -1,6 +1,8 @@
 """The model protocol, and the scripted and replay backends for tests.
 
-A backend turns a :class:`CompletionRequest` into a :class:`Completion`. It declares how
+A backend turns a :class:`CompletionRequest` into a :class:`Completion`. Requests and
+completions are plain slotted records (frozen dataclasses cost microseconds per call on
+the executor's hot path); treat them as read-only. It declares how
 many calls it can serve at once (``slots``) and which shared ``resource`` those slots
 belong to: backends that share one loaded model share its slots. The executor owns
 scheduling; a backend only answers calls.
@@ -38,7 +40,7 @@ class ChatMessage:
     content: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CompletionRequest:
     """One model call: the chat messages, fully resolved sampling, and which sample this is
     (``sample_index`` separates repeated samples of the same prompt)."""
@@ -58,7 +60,7 @@ class CompletionRequest:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -68,10 +70,10 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Completion:
     text: str
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     latency_s: float = 0.0
     cached: bool = False
     finish_reason: str | None = None
@@ -207,14 +209,15 @@ class ScriptedBackend:
             raise self._failures.pop(0)
         text = self._respond(request)
         finish = "stop"
+        words = text.split()  # a "token" here is a word
         limit = request.sampling.max_tokens
-        if limit is not None and len(text.split()) > limit:  # a "token" here is a word
-            text, finish = " ".join(text.split()[:limit]), "length"
-        if not text.strip():
+        if limit is not None and len(words) > limit:
+            words = words[:limit]
+            text, finish = " ".join(words), "length"
+        if not words:
             raise EmptyCompletion("scripted response is empty", backend=self.id)
         prompt_tokens = sum(len(m.content.split()) for m in request.messages)
-        usage = Usage(prompt_tokens, len(text.split()))
-        return Completion(text, usage, latency_s=latency, finish_reason=finish)
+        return Completion(text, Usage(prompt_tokens, len(words)), latency, False, finish)
 
     async def aclose(self) -> None:
         return None

@@ -1,4 +1,8 @@
-"""What a run returns: per-node results, the call trace, and run totals."""
+"""What a run returns: per-node results, the call trace, and run totals.
+
+Per-call and per-node records are plain slotted dataclasses, built on the executor's hot
+path; treat them as read-only.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from ._role import Message
 __all__ = ["NodeResult", "RunResult", "Trace", "TraceRecord"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TraceRecord:
     """One model call of one node, with all its attempts. Times are seconds since the run
     started; ``latency_s`` runs from first dispatch to return (retries and backoff included,
@@ -97,7 +101,7 @@ class Trace:
 NodeStatus = Literal["ok", "failed", "skipped"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NodeResult:
     node: str
     role: str

@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 __all__ = ["Message", "Role"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """The output of one node. ``answer`` is the extracted final answer when the role has
     one; ``error`` is set when the node failed, ``skipped`` when a router turned it off.
     ``routes``, set by routers, names the successors that should run; the others see this
-    message as skipped."""
+    message as skipped. Several successors read the same message: treat it as read-only."""
 
     node: str
     role: str

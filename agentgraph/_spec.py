@@ -23,6 +23,7 @@ __all__ = [
     "Budget",
     "Defaults",
     "GraphSpec",
+    "LatencyProfile",
     "ModelSpec",
     "NodeSpec",
     "Price",
@@ -109,12 +110,31 @@ class Budget(_Frozen):
     cost_usd: NonNegFloat | None = None
 
 
+class LatencyProfile(_Frozen):
+    """How long a model takes: ``overhead_s + prompt/prefill_tok_s + completion/decode_tok_s``.
+    ``completion_tokens`` is the typical answer length seen when it was measured."""
+
+    overhead_s: NonNegFloat = 0.0
+    prefill_tok_s: PosFloat
+    decode_tok_s: PosFloat
+    completion_tokens: NonNegFloat | None = None
+
+    def predict(self, prompt_tokens: float, completion_tokens: float) -> float:
+        return (
+            self.overhead_s
+            + prompt_tokens / self.prefill_tok_s
+            + completion_tokens / self.decode_tok_s
+        )
+
+
 class ModelSpec(_Frozen):
     """A model as a backend kind plus where to find it.
 
     ``path`` is a file path (relative paths resolve against the YAML file) or
     ``pkg:<distribution>/<file in package>``; ``model`` is a served model's name.
-    ``options`` are validated by the backend itself.
+    ``options`` are validated by the backend itself; ``price`` and ``profile`` feed the
+    budget ledger and :meth:`Graph.estimate` (a measured profile from the profile store is
+    used when ``profile`` is unset).
     """
 
     backend: str
@@ -122,6 +142,7 @@ class ModelSpec(_Frozen):
     model: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     price: Price = Price()
+    profile: LatencyProfile | None = None
     slots: Annotated[int, Field(ge=1)] | None = None
 
 

@@ -390,3 +390,34 @@ async def test_any_join_keeps_inputs_that_others_still_need() -> None:
     assert result.nodes["slow"].status == "ok"
     assert result.nodes["first"].message.text == "fast"
     assert result.nodes["first"].finished_s < result.nodes["slow"].finished_s
+
+
+async def test_cancelled_calls_give_their_slot_back() -> None:
+    backend = ag.ScriptedBackend("Answer: 1", latency_s=0.2, slots=1)
+    graph = graph_of({"p": ag.NodeSpec(role="proposer", model="m")}, "p", m=backend)
+    cut = await graph.arun("q", timeout_s=0.05)
+    assert isinstance(cut.failed["p"], ag.NodeTimeout)
+    async with asyncio.timeout(2):  # a leaked slot would make this wait forever
+        assert (await graph.arun("q")).ok
+
+
+async def test_call_timeouts_of_many_calls_share_one_timer() -> None:
+    backend = ag.ScriptedBackend("Answer: 1", latency_s=lambda r: 5.0 if "slow" in str(r) else 0.01)
+    nodes = {
+        f"n{i}": ag.NodeSpec(
+            role="proposer",
+            model="m",
+            prompt=("slow {question}" if i % 2 else "{question}"),
+            timeout=ag.TimeoutPolicy(call_s=0.1 + i / 100),
+            retry=ag.RetryPolicy(max_attempts=1),
+        )
+        for i in range(6)
+    }
+    nodes["out"] = ag.NodeSpec(role="synthesizer", model="m", inputs=tuple(nodes))
+    result = await graph_of(nodes, "out", m=backend).arun("q")
+    assert sorted(result.failed) == ["n1", "n3", "n5"]
+    assert all(isinstance(e, ag.BackendTimeout) for e in result.failed.values())
+    assert result.ok and result.wall_s < 1.0
+    for name in ("n1", "n3", "n5"):
+        (rec,) = result.nodes[name].calls
+        assert 0.1 <= rec.latency_s < 0.3
