@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_prof = sub.add_parser("profile", help="measure and store the latency profile of models")
     p_prof.add_argument("graph")
     p_prof.add_argument("--model", action="append", help="only this model (repeatable)")
-    p_prof.add_argument("--repeats", type=int, default=3)
+    p_prof.add_argument("--repeats", type=int, default=2)
     p_prof.add_argument("--profiles", metavar="FILE", help="latency profile store")
     p_show = sub.add_parser("show", help="validate a graph and print its structure")
     p_show.add_argument("graph")

@@ -126,13 +126,13 @@ class DryRunBackend:
         return Completion(text, Usage(prompt_tokens_guess(request), length))
 
 
-async def measure_profile(backend: ModelBackend, *, repeats: int = 3) -> LatencyProfile:
+async def measure_profile(backend: ModelBackend, *, repeats: int = 2) -> LatencyProfile:
     """Time short and long prompts with one-token answers (prefill rate, overhead) and a
     long answer (decode rate), keeping the fastest of ``repeats`` runs of each, as other
     load on the machine only ever adds time. Every prompt starts differently so a prefix
     cache cannot hide prefill time."""
     await backend.aopen()
-    filler = " ".join(f"item {i} is a small grey stone." for i in range(60))
+    filler = " ".join(f"item {i} is a small grey stone." for i in range(40))
 
     async def fastest(text: str, max_tokens: int) -> tuple[float, int, int]:
         best: tuple[float, int, int] | None = None
@@ -152,7 +152,7 @@ async def measure_profile(backend: ModelBackend, *, repeats: int = 3) -> Latency
 
     t_short, p_short, n_short = await fastest("Say OK.", 1)
     t_long, p_long, _ = await fastest(f"Read this list. {filler} Say OK.", 1)
-    t_dec, p_dec, n_dec = await fastest("Count from 1 to 200, separated by spaces.", 64)
+    t_dec, p_dec, n_dec = await fastest("Count from 1 to 200, separated by spaces.", 32)
     prefill = (p_long - p_short) / max(t_long - t_short, 1e-6)
     decode_time = t_dec - t_short - (p_dec - p_short) / prefill
     decode = max(n_dec - n_short, 1) / max(decode_time, 1e-6)

@@ -1,0 +1,144 @@
+"""Dry-run estimates, latency profiles (measured on the real model) and the profile store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import agentgraph as ag
+
+from .conftest import SMOL_REF
+
+PROFILE = ag.LatencyProfile(overhead_s=0.5, prefill_tok_s=1000.0, decode_tok_s=10.0)
+
+
+def fan_in(slots: int, **model: object) -> tuple[ag.Graph, ag.ScriptedBackend]:
+    backend = ag.ScriptedBackend("Answer: 1", slots=slots, price=ag.Price(output_per_mtok=100.0))
+    spec = ag.GraphSpec(
+        models={"m": ag.ModelSpec(backend="scripted", **model)},  # type: ignore[arg-type]
+        defaults=ag.Defaults(sampling=ag.Sampling(max_tokens=20)),
+        nodes={
+            "a": ag.NodeSpec(role="proposer", model="m"),
+            "b": ag.NodeSpec(role="proposer", model="m"),
+            "c": ag.NodeSpec(role="synthesizer", model="m", inputs=("a", "b")),
+        },
+        output="c",
+    )
+    return ag.Graph(spec, backends={"m": backend}), backend
+
+
+async def test_estimate_calls_no_model_and_uses_price_and_profile(tmp_path: Path) -> None:
+    graph, backend = fan_in(slots=8, profile=PROFILE)
+    est = await graph.aestimate("What is 2 + 2?", profiles=ag.ProfileStore(tmp_path / "p.yaml"))
+    assert backend.calls == []
+    assert [n.calls for n in est.nodes.values()] == [1, 1, 1]
+    assert all(n.completion_tokens == 20 for n in est.nodes.values())  # max_tokens
+    assert est.nodes["c"].prompt_tokens > est.nodes["a"].prompt_tokens  # sees the candidates
+    assert est.tokens == sum(n.prompt_tokens + n.completion_tokens for n in est.nodes.values())
+    assert est.cost == pytest.approx(60 * 100 / 1e6)
+    a, c = est.nodes["a"], est.nodes["c"]
+    assert a.latency_s == pytest.approx(PROFILE.predict(a.prompt_tokens, 20))
+    # Enough slots: the critical path a -> c.
+    assert est.latency_s == pytest.approx(a.latency_s + c.latency_s)
+    assert est.unprofiled == ()
+
+
+async def test_a_single_slot_serializes_the_estimate(tmp_path: Path) -> None:
+    graph, _ = fan_in(slots=1, profile=PROFILE)
+    est = await graph.aestimate("q", profiles=ag.ProfileStore(tmp_path / "p.yaml"))
+    assert est.latency_s == pytest.approx(sum(n.latency_s or 0 for n in est.nodes.values()))
+
+
+async def test_unprofiled_models_have_unknown_latency_and_the_store_fills_in(
+    tmp_path: Path,
+) -> None:
+    graph, backend = fan_in(slots=8)
+    store = ag.ProfileStore(tmp_path / "profiles.yaml")
+    est = await graph.aestimate("q", profiles=store)
+    assert est.latency_s is None and est.unprofiled == ("m",) and est.tokens > 0
+    store.put(backend.id, PROFILE)
+    assert ag.ProfileStore(tmp_path / "profiles.yaml").get(backend.id) == PROFILE
+    est = await graph.aestimate("q", profiles=store)
+    assert est.latency_s is not None and est.latency_s > 2 * PROFILE.overhead_s
+
+
+async def test_routers_are_estimated_as_if_every_branch_ran(tmp_path: Path) -> None:
+    text = """
+models: {m: {backend: scripted, profile: {prefill_tok_s: 1000, decode_tok_s: 10}}}
+defaults: {sampling: {max_tokens: 10}}
+nodes:
+  small: {role: proposer, model: m}
+  gate:
+    {role: router, inputs: [small], params: {mode: score, threshold: 0.5, pass: [], fail: [big]}}
+  big: {role: proposer, model: m, inputs: [gate]}
+  out: {role: select, inputs: [small, big]}
+output: out
+"""
+    graph = ag.loads(text)
+    est = await graph.aestimate("q", profiles=ag.ProfileStore(tmp_path / "p.yaml"))
+    assert est.nodes["big"].calls == 1
+
+
+async def test_profile_of_the_real_model_predicts_a_real_run(tmp_path: Path) -> None:
+    text = f"""
+models: {{smol: {{backend: llama_cpp, path: {SMOL_REF}}}}}
+defaults: {{sampling: {{max_tokens: 24, temperature: 0}}}}
+nodes:
+  a: {{role: proposer, model: smol}}
+  b: {{role: proposer, model: smol, inputs: [a]}}
+output: b
+"""
+    graph = ag.loads(text)
+    profile = await ag.measure_profile(graph.backends["smol"], repeats=2)
+    assert profile.prefill_tok_s > profile.decode_tok_s > 5
+    store = ag.ProfileStore(tmp_path / "p.yaml")
+    store.put(graph.backends["smol"].id, profile)
+    est = await graph.aestimate("Name three colours.", profiles=store)
+    run = await graph.arun("Name three colours.")
+    assert est.latency_s is not None
+    # The estimate assumes max_tokens answers, so it bounds the run from above, loosely.
+    assert run.latency_s / 3 < est.latency_s < run.latency_s * 10
+
+
+def test_cli_profile_and_estimate(tmp_path: Path) -> None:
+    store = tmp_path / "profiles.yaml"
+    graph = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
+    prof = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentgraph",
+            "profile",
+            str(graph),
+            "--repeats",
+            "1",
+            "--profiles",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert prof.returncode == 0, prof.stderr
+    assert "prefill_tok_s" in prof.stdout and store.is_file()
+    est = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentgraph",
+            "estimate",
+            str(graph),
+            "What is 1 + 1?",
+            "--profiles",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert est.returncode == 0, est.stderr
+    last = est.stdout.splitlines()[-1].split()
+    assert last[0] == "(run)" and float(last[-1]) > 0
