@@ -194,20 +194,7 @@ class NodeContext:
             raise BackendError(f"node {node.name!r} has no model", node=node.name)
         eff = sampling.over(node.sampling) if sampling is not None else node.sampling
         msgs = tuple(messages)
-        # Identical calls in one run are separate samples (e.g. N equal proposers): each
-        # takes the next free sample index, which seeds it apart and keys it in the cache.
-        key = (backend.id, msgs, eff)
-        taken = run.samples.get(key)
-        if taken is None:
-            taken = run.samples[key] = [0, set()]
-        floor, used = taken  # every index below floor is taken
-        sample_index = max(sample_index, floor)
-        while sample_index in used:
-            sample_index += 1
-        used.add(sample_index)
-        while floor in used:
-            floor += 1
-        taken[0] = floor
+        sample_index = run.sample_index((backend.id, msgs, eff), sample_index)
         request = CompletionRequest(msgs, eff, sample_index)
         cache = run.cache if node.cache else None
         if cache is not None:
@@ -229,12 +216,12 @@ class NodeContext:
         except BudgetExceeded as exc:
             self._record(request, None, perf_counter(), 0, 0.0, exc)
             raise
-        used = None
+        usage = None
         try:
             done = await self._dispatch(backend, request)
-            used = None if done.cached else done.usage
+            usage = None if done.cached else done.usage
         finally:
-            run.ledger.settle(held, used)
+            run.ledger.settle(held, usage)
         if cache is not None:
             cache.put(backend.id, request, done)
         return done
@@ -335,7 +322,7 @@ class _Run:
         self.follow_routes = True
 
         # Per identical call: [lowest index not known to be taken, indices taken].
-        self.samples: dict[tuple[str, tuple[ChatMessage, ...], Sampling], list[Any]] = {}
+        self.samples: dict[Hashable, list[Any]] = {}
         self.rng = random.Random()
         self.loop = asyncio.get_running_loop()
         self.watchdog = _Watchdog(self.loop)
@@ -348,6 +335,22 @@ class _Run:
         self.started: dict[str, float] = {}
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.losers: set[str] = set()
+
+    def sample_index(self, call: Hashable, requested: int) -> int:
+        """Identical calls in one run are separate samples (e.g. N equal proposers): each
+        takes the next free sample index, which seeds it apart and keys it in the cache."""
+        taken = self.samples.get(call)
+        if taken is None:
+            taken = self.samples[call] = [0, set()]
+        floor, used = taken  # every index below floor is taken
+        index = max(requested, floor)
+        while index in used:
+            index += 1
+        used.add(index)
+        while floor in used:
+            floor += 1
+        taken[0] = floor
+        return index
 
     def pool(self, backend: ModelBackend) -> SlotPool:
         pool = self._pools.get(backend.resource)

@@ -1,10 +1,47 @@
 """Role implementations, found by the core through the ``agentgraph.roles`` entry points.
 
-- ``proposer``: answers the question (optionally with its inputs as context).
-- ``synthesizer``: reads the candidate answers of its inputs and writes one final answer.
+LLM roles (default prompts per graph ``task``: text, math, multiple_choice, code):
+
+- ``proposer`` (:class:`Proposer`): answers the question; with inputs, sees their answers;
+  with critic inputs, revises the criticised answer.
+- ``critic`` (:class:`Critic`): critiques its input's answer (``data["critique"]``) and
+  passes that answer on.
+- ``verifier`` (:class:`Verifier`): judges its input's answer (``data["verdict"]``,
+  ``data["score"]`` in [0, 1]) and passes it on.
+- ``synthesizer`` (:class:`Synthesizer`): combines its inputs' answers and critiques.
+- ``router`` (:class:`Router`): activates some successors: by verifier score against a
+  threshold (no model), or by a model's easy/hard call on the question.
+
+Model-free aggregators:
+
+- ``vote`` (:class:`MajorityVote`): majority over normalised answers.
+- ``best_of`` (:class:`BestOf`): the answer with the highest verifier score.
+- ``first_finish`` (:class:`FirstFinish`): the first successful input; cancels the rest.
+- ``select`` (:class:`Select`): the last (or first) successful input; joins router branches.
+
+Parsers (answers, verdicts, choices) live in ``agentgraph.roles._parse``; they never
+raise on model output, and roles record what they could not read in
+``data["parse_error"]``.
 """
 
+from ._best_of import BestOf
+from ._critic import Critic
+from ._first_finish import FirstFinish
 from ._proposer import Proposer
+from ._router import Router
+from ._select import Select
 from ._synthesizer import Synthesizer
+from ._verifier import Verifier
+from ._vote import MajorityVote
 
-__all__ = ["Proposer", "Synthesizer"]
+__all__ = [
+    "BestOf",
+    "Critic",
+    "FirstFinish",
+    "MajorityVote",
+    "Proposer",
+    "Router",
+    "Select",
+    "Synthesizer",
+    "Verifier",
+]

@@ -1,28 +1,132 @@
-"""Helpers shared by the LLM roles: message building and answer extraction."""
+"""Helpers shared by the roles: reading inputs, asking the model, recording parse errors."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from agentgraph import ChatMessage, Message
+from agentgraph import ChatMessage, GraphValidationError, Message, NodeSpec, Role, TaskKind
 
-_ANSWER = re.compile(r"(?im)^\W*(?:final\s+)?answer\s*:\s*(.+?)\s*$")
+from ._parse import extract_answer
+from ._prompts import LLMRole, default_prompt
+
+if TYPE_CHECKING:
+    from agentgraph import NodeContext
 
 
-def chat(system: str | None, user: str) -> list[ChatMessage]:
+def chat(system: str, user: str) -> list[ChatMessage]:
     msgs = [ChatMessage("system", system)] if system else []
     msgs.append(ChatMessage("user", user))
     return msgs
 
 
-def extract_answer(text: str) -> str:
-    """The text after the last ``Answer:`` line, else the whole text, stripped."""
-    found = _ANSWER.findall(text)
-    return found[-1].strip() if found else text.strip()
+def origin(msg: Message) -> str:
+    """The node whose answer ``msg`` carries: critics, verifiers, routers and aggregators
+    pass another node's answer on and name it in ``data["candidate"]``."""
+    return str(msg.data.get("candidate", msg.node))
 
 
-def format_candidates(inputs: Sequence[Message]) -> str:
-    """Numbered candidate answers from the successful inputs."""
-    ok = [m for m in inputs if m.ok]
-    return "\n".join(f"{i}. {m.content.strip()}" for i, m in enumerate(ok, 1))
+def candidates(inputs: Sequence[Message]) -> list[Message]:
+    """Successful inputs that carry an answer, one per originating node, in input order.
+    Router messages are left out: they carry a decision, not an answer of their own."""
+    seen: set[str] = set()
+    out = []
+    for msg in inputs:
+        if msg.ok and msg.answer is not None and msg.routes is None and origin(msg) not in seen:
+            seen.add(origin(msg))
+            out.append(msg)
+    return out
+
+
+def require_candidates(role: Role, inputs: Sequence[Message], purpose: str) -> list[Message]:
+    """:func:`candidates`, raising (so the node fails, naming its inputs) when empty."""
+    found = candidates(inputs)
+    if not found:
+        names = ", ".join(f"{m.node!r} ({'ok' if m.ok else 'not ok'})" for m in inputs)
+        raise ValueError(f"node {role.node!r} found no answer {purpose} among its inputs: {names}")
+    return found
+
+
+def score_of(msg: Message) -> float | None:
+    """A verifier's ``data["score"]``, if ``msg`` carries one."""
+    value = msg.data.get("score")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def format_answers(msgs: Sequence[Message], task: TaskKind) -> str:
+    if task == "code":
+        return "\n\n".join(
+            f"Answer {i}:\n```python\n{m.content.strip()}\n```" for i, m in enumerate(msgs, 1)
+        )
+    return "\n".join(f"{i}. {m.content.strip()}" for i, m in enumerate(msgs, 1))
+
+
+def format_critiques(inputs: Sequence[Message], shown: Sequence[Message]) -> str:
+    """Critiques from critic inputs, each tied to the number of the answer it is about."""
+    numbers = {origin(m): i for i, m in enumerate(shown, 1)}
+    lines = []
+    for msg in inputs:
+        critique = msg.data.get("critique") if msg.ok else None
+        if isinstance(critique, str) and critique.strip():
+            n = numbers.get(origin(msg))
+            lines.append(f"- on answer {n}: {critique.strip()}" if n else f"- {critique.strip()}")
+    return "\n".join(lines)
+
+
+async def ask(
+    role: Role, ctx: NodeContext, name: LLMRole, variant: str, values: Mapping[str, str]
+) -> str:
+    """Render the node's templates (its own, else the task kind's defaults) and call its
+    model once; returns the reply text."""
+    default = default_prompt(name, ctx.task, variant)
+    spec = role.spec
+    system = spec.system if spec.system is not None else default.system
+    user = spec.prompt if spec.prompt is not None else default.user
+    done = await ctx.complete(chat(role.render(system, **values), role.render(user, **values)))
+    return done.text
+
+
+def answer_message(role: Role, task: TaskKind, text: str) -> Message:
+    """The node's message with the answer extracted for ``task``; an unreadable answer
+    falls back to the parser's best guess and is noted in ``data["parse_error"]``."""
+    parsed = extract_answer(text, task)
+    data = {} if parsed.error is None else {"parse_error": parsed.error}
+    return Message(role.node, role.spec.role, text=text, answer=parsed.value, data=data)
+
+
+def require_inputs(node: str, spec: NodeSpec, what: str) -> None:
+    if not spec.inputs:
+        raise GraphValidationError(
+            f"role {spec.role!r} {what}; give node {node!r} at least one input",
+            path=("nodes", node, "inputs"),
+        )
+
+
+def reject_prompts(node: str, spec: NodeSpec) -> None:
+    """Model-free roles would silently ignore a prompt: say so instead."""
+    for name in ("prompt", "system"):
+        if getattr(spec, name) is not None:
+            raise GraphValidationError(
+                f"role {spec.role!r} calls no model, so {name!r} has no effect; remove it",
+                path=("nodes", node, name),
+            )
+
+
+class Aggregator(Role):
+    """Base of the model-free roles that pick or combine the answers of their inputs."""
+
+    needs_model: ClassVar[bool] = False
+    placeholders: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, node: str, spec: NodeSpec) -> None:
+        reject_prompts(node, spec)
+        super().__init__(node, spec)
+        require_inputs(node, spec, "chooses among the answers of its inputs")
+
+    def passing_on(self, chosen: Message, **data: Any) -> Message:
+        """This node's message carrying ``chosen``'s answer."""
+        data.setdefault("winner", chosen.node)
+        data["candidate"] = origin(chosen)
+        return Message(self.node, self.spec.role, text=chosen.text, answer=chosen.answer, data=data)

@@ -5,27 +5,22 @@ from typing import ClassVar
 
 from agentgraph import Message, NodeContext, Role
 
-from ._common import chat, extract_answer, format_candidates
-
-SYSTEM = (
-    "You combine the answers of several assistants into one final answer. Prefer the answer "
-    "that is best supported; fix mistakes you can see. End with 'Answer: <answer>'."
-)
-PROMPT = (
-    "Question: {question}\n\nCandidate answers:\n{candidates}\n\nWhat is the best final answer?"
-)
+from ._common import answer_message, ask, candidates, format_answers, format_critiques
 
 
 class Synthesizer(Role):
-    """Reads the candidate answers of its inputs (failed inputs are left out) and writes
-    one final answer."""
+    """Reads the candidate answers of its inputs (failed ones left out) and the critiques
+    of critic inputs, and writes one final answer."""
 
-    placeholders: ClassVar[frozenset[str]] = frozenset({"question", "candidates"})
+    placeholders: ClassVar[frozenset[str]] = frozenset({"question", "candidates", "critiques"})
 
     async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
-        candidates = format_candidates(inputs)
-        values = {"question": ctx.question, "candidates": candidates}
-        user = self.render(self.spec.prompt or PROMPT, **values)
-        system = self.render(self.spec.system or SYSTEM, **values)
-        done = await ctx.complete(chat(system, user))
-        return Message(self.node, self.spec.role, text=done.text, answer=extract_answer(done.text))
+        shown = candidates(inputs)
+        critiques = format_critiques(inputs, shown)
+        values = {
+            "question": ctx.question,
+            "candidates": format_answers(shown, ctx.task),
+            "critiques": critiques,
+        }
+        text = await ask(self, ctx, "synthesizer", "critiques" if critiques else "plain", values)
+        return answer_message(self, ctx.task, text)
