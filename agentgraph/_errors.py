@@ -107,7 +107,20 @@ class BackendError(AgentGraphError):
 
 
 class TransientBackendError(BackendError):
-    """A failure that may succeed when retried (overload, rate limit, lost connection)."""
+    """A failure that may succeed when retried (overload, rate limit, lost connection).
+    ``retry_after_s`` is the server's own hint (``Retry-After``), honoured up to the retry
+    policy's ``max_backoff_s``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        node: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, backend=backend, node=node)
+        self.retry_after_s = retry_after_s
 
 
 class BackendTimeout(TransientBackendError, TimeoutError):

@@ -267,7 +267,10 @@ class NodeContext:
             if not isinstance(error, TransientBackendError) or attempts >= retry.max_attempts:
                 self._record(request, None, first, attempts, queued, error)
                 raise error
-            await asyncio.sleep(retry.delay(attempts, run.rng.random()))
+            delay = retry.delay(attempts, run.rng.random())
+            if error.retry_after_s is not None:
+                delay = max(delay, min(error.retry_after_s, retry.max_backoff_s))
+            await asyncio.sleep(delay)
 
     def _record(
         self,
@@ -322,7 +325,8 @@ class _Run:
         self.follow_routes = True
 
         # Per identical call: [lowest index not known to be taken, indices taken].
-        self.samples: dict[Hashable, list[Any]] = {}
+        self.samples: dict[Hashable, set[int]] = {}
+        self.sample_floor: dict[Hashable, int] = {}
         self.rng = random.Random()
         self.loop = asyncio.get_running_loop()
         self.watchdog = _Watchdog(self.loop)
@@ -339,17 +343,17 @@ class _Run:
     def sample_index(self, call: Hashable, requested: int) -> int:
         """Identical calls in one run are separate samples (e.g. N equal proposers): each
         takes the next free sample index, which seeds it apart and keys it in the cache."""
-        taken = self.samples.get(call)
-        if taken is None:
-            taken = self.samples[call] = [0, set()]
-        floor, used = taken  # every index below floor is taken
+        used = self.samples.get(call)
+        if used is None:
+            used = self.samples[call] = set()
+        floor = self.sample_floor.get(call, 0)  # every index below it is taken
         index = max(requested, floor)
         while index in used:
             index += 1
         used.add(index)
         while floor in used:
             floor += 1
-        taken[0] = floor
+        self.sample_floor[call] = floor
         return index
 
     def pool(self, backend: ModelBackend) -> SlotPool:

@@ -421,3 +421,14 @@ async def test_call_timeouts_of_many_calls_share_one_timer() -> None:
     for name in ("n1", "n3", "n5"):
         (rec,) = result.nodes[name].calls
         assert 0.1 <= rec.latency_s < 0.3
+
+
+async def test_retry_after_hints_are_honoured_up_to_the_backoff_cap() -> None:
+    hint = ag.TransientBackendError("429", retry_after_s=0.2)
+    capped = ag.TransientBackendError("429", retry_after_s=60.0)
+    backend = ag.ScriptedBackend("Answer: 1", failures=[hint, capped])
+    retry = ag.RetryPolicy(backoff_s=0.0, max_backoff_s=0.3, jitter=0)
+    nodes = {"p": ag.NodeSpec(role="proposer", model="m", retry=retry)}
+    result = await graph_of(nodes, "p", m=backend).arun("q")
+    assert result.ok and result.trace[0].attempts == 3
+    assert 0.5 <= result.trace[0].latency_s < 1.0  # 0.2 s, then 60 s capped to 0.3 s

@@ -1,0 +1,255 @@
+"""Plumbing shared by the backends that talk HTTP (``openai`` and ``http``).
+
+- :class:`PerLoop`: one client per running event loop. ``Graph.run`` calls ``asyncio.run``
+  each time, and a connection pool bound to a closed loop cannot be used again.
+- API keys read from the environment, and kept out of every message.
+- Option validation with errors that name the field and the valid options.
+- HTTP failures mapped onto the agentgraph exception tree: what a retry may cure
+  (overload, lost connection, a garbled body) is a :class:`TransientBackendError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
+from typing import Any, Generic, TypeVar
+
+import httpx
+import pydantic
+
+from agentgraph import (
+    BackendError,
+    BackendTimeout,
+    ChatMessage,
+    GraphValidationError,
+    Price,
+    TransientBackendError,
+)
+
+T = TypeVar("T")
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+DEFAULT_SLOTS = 8
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class ClientOptions(pydantic.BaseModel):
+    """Options every HTTP backend takes."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (never the key itself)."""
+    headers: dict[str, str] = pydantic.Field(default_factory=dict)
+    request_timeout_s: float = pydantic.Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    """Client-level safety net; the graph's ``timeout.call_s`` is the limit that matters."""
+
+    @pydantic.field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "=" in value or "\0" in value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+
+def check_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http:// or https:// URL")
+    # The URL becomes part of the backend id, which traces and caches record.
+    if "@" in value.split("/")[2]:
+        raise ValueError("credentials in the URL would be recorded; use api_key_env or headers")
+    return value.rstrip("/")
+
+
+def validate_options(cls: type[M], data: Mapping[str, Any]) -> M:
+    """``data`` as ``cls``; problems become GraphValidationError at ``("options", field)``."""
+    try:
+        return cls.model_validate(dict(data))
+    except pydantic.ValidationError as exc:
+        errors = exc.errors()
+        # An unknown option is usually the typo behind a "missing option" reported beside it.
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        loc = tuple(err["loc"])
+        fields = cls.model_fields
+        if len(loc) > 1:  # inside a nested model: list its fields
+            parent: Any = fields.get(str(loc[0]))
+            sub = parent.annotation if parent is not None else None
+            if isinstance(sub, type) and issubclass(sub, pydantic.BaseModel):
+                fields = sub.model_fields
+        valid = sorted(fields, key=lambda n: not fields[n].is_required())  # required first
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            msg = f"unknown option {loc[-1]!r}{hint}"
+        elif err["type"] == "missing":
+            msg = f"missing required option {loc[-1]!r}"
+        elif err["type"] == "value_error":  # ours: they quote the value only when safe to
+            msg = str(err["ctx"]["error"])
+        else:
+            value = err.get("input")
+            msg = f"{err['msg']} (got {value!r})"
+        raise GraphValidationError(
+            f"{msg}; valid options: {', '.join(valid)}", path=("options", *loc)
+        ) from None
+
+
+def in_model(exc: GraphValidationError, name: str) -> GraphValidationError:
+    """An error found by a backend constructor, placed under ``models.<name>``."""
+    return GraphValidationError(exc.message, path=("models", name, *exc.path))
+
+
+def api_key_from_env(var: str | None) -> str | None:
+    if var is None:
+        return None
+    key = os.environ.get(var)
+    if not key:
+        raise GraphValidationError(
+            f"environment variable {var!r} is not set or empty; it should hold the API key",
+            path=("options", "api_key_env"),
+        )
+    return key
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with the secret cut out: servers echo credentials in their errors."""
+    return text.replace(secret, "***") if secret else text
+
+
+def chat_dicts(messages: tuple[ChatMessage, ...]) -> list[dict[str, str]]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def status_error(
+    backend: str, status: int, body: str, retry_after: str | None, secret: str | None
+) -> BackendError:
+    """The error for an HTTP error status: overload, rate limits and server faults are
+    transient, other client errors are not (the same request would fail again)."""
+    snippet = " ".join(redact(body, secret).split())
+    snippet = snippet if len(snippet) <= 300 else snippet[:297] + "..."
+    wait = f", Retry-After {retry_after!r}" if retry_after else ""
+    msg = f"{backend}: HTTP {status}{wait}: {snippet or '(empty body)'}"
+    if status in (408, 429) or status >= 500:
+        return TransientBackendError(msg, backend=backend, retry_after_s=_seconds(retry_after))
+    return BackendError(msg, backend=backend)
+
+
+def transport_error(backend: str, exc: BaseException, timeout_s: float) -> BackendError | None:
+    """The error for an httpx failure, or None when ``exc`` is not one."""
+    if isinstance(exc, httpx.TimeoutException):
+        return BackendTimeout(
+            f"{backend}: no response within request_timeout_s={timeout_s:g} ({type(exc).__name__})",
+            backend=backend,
+        )
+    if isinstance(exc, (httpx.TransportError, httpx.DecodingError)):
+        detail = str(exc) or "no detail"
+        return TransientBackendError(
+            f"{backend}: connection failed ({type(exc).__name__}: {detail})", backend=backend
+        )
+    return None
+
+
+def malformed(backend: str, detail: str) -> TransientBackendError:
+    return TransientBackendError(f"{backend}: malformed response ({detail})", backend=backend)
+
+
+async def _close_at_shutdown(
+    item: T, close: Callable[[T], Awaitable[None]]
+) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await close(item)
+
+
+class PerLoop(Generic[T]):
+    """One ``T`` per running event loop, made on first use inside that loop.
+
+    Each one is parked in an async generator that its loop tracks: ``asyncio.run`` and
+    ``asyncio.Runner`` finalize those (``loop.shutdown_asyncgens``) before closing the
+    loop, so a client nobody closed is still closed inside its own loop.
+    """
+
+    def __init__(self, make: Callable[[], T], close: Callable[[T], Awaitable[None]]) -> None:
+        self._make = make
+        self._close = close
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[T, AsyncGenerator[None, None]]
+        ] = weakref.WeakKeyDictionary()
+
+    async def get(self) -> T:
+        loop = asyncio.get_running_loop()
+        entry = self._by_loop.get(loop)
+        if entry is None:
+            item = self._make()
+            guard = _close_at_shutdown(item, self._close)
+            self._by_loop[loop] = entry = (item, guard)
+            await anext(guard)  # first iteration registers it with the loop
+        return entry[0]
+
+    async def aclose(self) -> None:
+        """Close the running loop's one (others close when their loops shut down)."""
+        entry = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+
+C = TypeVar("C")
+
+
+class RemoteBackend(Generic[C]):
+    """What the HTTP backends share: identity, slots, price, and a client per loop."""
+
+    def __init__(
+        self,
+        id: str,
+        resource: Hashable,
+        clients: PerLoop[C],
+        slots: int | None,
+        price: Price | None,
+    ) -> None:
+        if slots is not None and slots < 1:
+            raise GraphValidationError(f"'slots' must be >= 1, got {slots!r}", path=("slots",))
+        self._id = id
+        self._resource = resource
+        self._clients = clients
+        self._slots = slots or DEFAULT_SLOTS
+        self._price = price or Price()
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @property
+    def resource(self) -> Hashable:
+        return self._resource
+
+    @property
+    def price(self) -> Price:
+        return self._price
+
+    async def aopen(self) -> None:
+        # Only makes the client: a network probe here would fail the whole run instead
+        # of the nodes that use this model.
+        await self._clients.get()
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._id} slots={self._slots}>"
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """``Retry-After`` in seconds; the HTTP-date form is rare from model servers and is
+    left to the retry policy."""
+    try:
+        return max(0.0, float(retry_after)) if retry_after else None
+    except ValueError:
+        return None

@@ -1,0 +1,277 @@
+"""Any OpenAI-compatible chat server (OpenAI, vLLM, llama.cpp's server, ...) through the
+async client of the ``openai`` package (extra ``openai``), imported on first use.
+
+Token usage is what the server reports in ``usage``. When streaming, it is asked for with
+``stream_options: {include_usage: true}`` and read from the last chunk. A server that
+ignores that option (llama-cpp-python's does) gets an estimate instead: one completion
+token per streamed content chunk and **0 prompt tokens**, so budgets and costs then
+undercount the prompt. A non-streamed answer without ``usage`` counts 0 tokens.
+
+The client never retries (``max_retries=0``): the executor owns retries, backoff and call
+timeouts, and sees a :class:`TransientBackendError` for anything a retry may cure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import httpx
+import pydantic
+
+from agentgraph import (
+    BackendError,
+    BackendTimeout,
+    Completion,
+    CompletionRequest,
+    EmptyCompletion,
+    GraphValidationError,
+    MissingDependency,
+    ModelSpec,
+    Price,
+    TransientBackendError,
+    Usage,
+)
+
+from ._common import (
+    DEFAULT_TIMEOUT_S,
+    ClientOptions,
+    PerLoop,
+    RemoteBackend,
+    api_key_from_env,
+    chat_dicts,
+    check_url,
+    in_model,
+    malformed,
+    redact,
+    status_error,
+    transport_error,
+    validate_options,
+)
+
+# Local servers ignore the key, but the client refuses to start without one.
+_NO_KEY = "sk-no-key-required"
+
+
+class OpenAIOptions(ClientOptions):
+    """``options:`` of a ``backend: openai`` model."""
+
+    base_url: str
+    """The API root, e.g. ``http://127.0.0.1:8080/v1``."""
+    stream: bool = False
+
+    @pydantic.field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value)
+
+
+def _import_openai() -> Any:
+    try:
+        import openai
+    except ImportError:
+        raise MissingDependency(
+            "the openai backend needs the openai package: pip install 'agentgraph[openai]'"
+        ) from None
+    return openai
+
+
+async def _close_client(client: Any) -> None:
+    await client.close()
+
+
+class OpenAIBackend(RemoteBackend[Any]):
+    """A model served behind an OpenAI-compatible ``/chat/completions`` endpoint.
+    ``model`` is the served model name; the API key is read from the environment
+    variable named by ``api_key_env`` and appears in no id, repr, trace or message."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key_env: str | None = None,
+        stream: bool = False,
+        headers: Mapping[str, str] | None = None,
+        request_timeout_s: float = DEFAULT_TIMEOUT_S,
+        slots: int | None = None,
+        price: Price | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise GraphValidationError(
+                f"'model' must be the served model name, got {model!r}", path=("model",)
+            )
+        self._opts = validate_options(
+            OpenAIOptions,
+            {
+                "base_url": base_url,
+                "api_key_env": api_key_env,
+                "stream": stream,
+                "headers": dict(headers or {}),
+                "request_timeout_s": request_timeout_s,
+            },
+        )
+        self._model = model
+        self._key = api_key_from_env(self._opts.api_key_env)
+        base = self._opts.base_url
+        clients: PerLoop[Any] = PerLoop(self._make_client, _close_client)
+        super().__init__(f"openai:{base}:{model}", ("openai", base, model), clients, slots, price)
+
+    @classmethod
+    def from_spec(cls, name: str, spec: ModelSpec, base_dir: Path) -> OpenAIBackend:
+        if not spec.model:
+            raise GraphValidationError(
+                "an openai model needs 'model': the name the server serves it under "
+                "(what GET <base_url>/models lists)",
+                path=("models", name),
+            )
+        try:
+            opts = validate_options(OpenAIOptions, spec.options)
+            return cls(spec.model, **opts.model_dump(), slots=spec.slots, price=spec.price)
+        except GraphValidationError as exc:
+            raise in_model(exc, name) from None
+
+    @property
+    def model(self) -> str:
+        return self._model
+
+    def _make_client(self) -> Any:
+        openai = _import_openai()
+        timeout = self._opts.request_timeout_s
+        return openai.AsyncOpenAI(
+            base_url=self._opts.base_url,
+            api_key=self._key or _NO_KEY,
+            max_retries=0,
+            timeout=timeout,
+            default_headers=self._opts.headers or None,
+            # A plain httpx client: its errors are the ones _common maps, and it works
+            # with every openai release that takes http_client.
+            http_client=httpx.AsyncClient(timeout=timeout),
+        )
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        s = request.sampling
+        params: dict[str, Any] = {"model": self._model, "messages": chat_dicts(request.messages)}
+        for name in ("temperature", "top_p", "max_tokens"):
+            value = getattr(s, name)
+            if value is not None:
+                params[name] = value
+        if s.seed is not None:
+            params["seed"] = s.seed + request.sample_index
+        if s.stop:
+            params["stop"] = list(s.stop)
+        # Not in the OpenAI API; llama.cpp and vLLM servers read them from the body.
+        extra = {
+            name: getattr(s, name)
+            for name in ("top_k", "min_p", "repeat_penalty")
+            if getattr(s, name) is not None
+        }
+        if extra:
+            params["extra_body"] = extra
+        return params
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        client = await self._clients.get()
+        params = self._params(request)
+        start = perf_counter()
+        try:
+            if self._opts.stream:
+                text, usage, finish = await self._streamed(client, params)
+            else:
+                text, usage, finish = await self._single(client, params)
+        except Exception as exc:
+            error = self._error(exc)
+            if error is None:
+                raise
+            # A status error's own message quotes the body, which may echo the key.
+            openai = sys.modules.get("openai")
+            quotes_body = openai is not None and isinstance(exc, openai.APIStatusError)
+            raise error from (None if quotes_body else exc)
+        if not text.strip():
+            raise EmptyCompletion(
+                f"{self.id} returned no text (finish_reason={finish!r})", backend=self.id
+            )
+        return Completion(text, usage, latency_s=perf_counter() - start, finish_reason=finish)
+
+    async def _single(self, client: Any, params: dict[str, Any]) -> tuple[str, Usage, str | None]:
+        out = await client.chat.completions.create(**params)
+        try:
+            choice = out.choices[0]
+            text = choice.message.content or ""
+            finish = choice.finish_reason
+            usage = _usage(out.usage)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            # Without strict validation the client hands back whatever the body held.
+            shown = type(out).__name__ if not isinstance(out, str) else f"text {out[:60]!r}"
+            raise malformed(self.id, f"no choices[0].message in {shown}") from None
+        if not isinstance(text, str):
+            raise malformed(self.id, f"message content is a {type(text).__name__}")
+        return text, usage or Usage(), finish
+
+    async def _streamed(self, client: Any, params: dict[str, Any]) -> tuple[str, Usage, str | None]:
+        stream = await client.chat.completions.create(
+            **params, stream=True, stream_options={"include_usage": True}
+        )
+        pieces: list[str] = []
+        usage: Usage | None = None
+        finish: str | None = None
+        try:  # closing on every exit, cancellation included, drops the connection
+            async for chunk in stream:
+                try:
+                    usage = _usage(getattr(chunk, "usage", None)) or usage
+                    for choice in chunk.choices or ():
+                        content = choice.delta.content if choice.delta is not None else None
+                        if content:
+                            pieces.append(str(content))
+                        finish = choice.finish_reason or finish
+                except (AttributeError, TypeError, ValueError):
+                    raise malformed(self.id, f"bad stream chunk {chunk!r:.80}") from None
+        finally:
+            await stream.close()
+        return "".join(pieces), usage or Usage(0, len(pieces)), finish
+
+    def _error(self, exc: Exception) -> BackendError | None:
+        """``exc`` as an agentgraph error, or None to let it through (our own errors, bugs)."""
+        if isinstance(exc, BackendError):
+            return None
+        openai = sys.modules.get("openai")
+        timeout = self._opts.request_timeout_s
+        if openai is not None and isinstance(exc, openai.OpenAIError):
+            if isinstance(exc, openai.APIStatusError):
+                body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body)
+                retry_after = exc.response.headers.get("retry-after")
+                return status_error(self.id, exc.status_code, body, retry_after, self._key)
+            if isinstance(exc, openai.APITimeoutError):
+                return BackendTimeout(
+                    f"{self.id}: no response within request_timeout_s={timeout:g}",
+                    backend=self.id,
+                )
+            if isinstance(exc, openai.APIConnectionError):
+                cause = exc.__cause__
+                mapped = transport_error(self.id, cause, timeout) if cause else None
+                return mapped or TransientBackendError(
+                    f"{self.id}: connection failed", backend=self.id
+                )
+            if isinstance(exc, openai.APIResponseValidationError):
+                return malformed(self.id, redact(str(exc), self._key))
+            if isinstance(exc, openai.APIError):  # e.g. an error event inside a stream
+                return TransientBackendError(
+                    f"{self.id}: server error: {redact(str(exc), self._key)}", backend=self.id
+                )
+            return BackendError(f"{self.id}: {redact(str(exc), self._key)}", backend=self.id)
+        mapped = transport_error(self.id, exc, timeout)  # raised while reading a stream
+        if mapped is not None:
+            return mapped
+        if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is not JSON
+            return malformed(self.id, f"invalid JSON: {exc}")
+        return None
+
+
+def _usage(raw: Any) -> Usage | None:
+    if raw is None:
+        return None
+    return Usage(int(raw.prompt_tokens or 0), int(raw.completion_tokens or 0))
