@@ -222,20 +222,22 @@ def _compile(
             raise GraphValidationError(
                 f"unknown role {node.role!r}; valid roles: {valid}", path=("nodes", name, "role")
             )
-        if role_cls.needs_model and node.model is None:
+        if role_cls.model_use == "required" and node.model is None:
             raise GraphValidationError(
                 f"role {node.role!r} needs a model; declared models: "
                 f"{', '.join(repr(m) for m in spec.models) or '(none)'}",
                 path=("nodes", name),
             )
-        if not role_cls.needs_model and node.model is not None:
+        if role_cls.model_use == "none" and node.model is not None:
             raise GraphValidationError(
                 f"role {node.role!r} calls no model; remove 'model'", path=("nodes", name, "model")
             )
+        role = role_cls(name, node)
+        role.check_successors(tuple(succs[name]))
         compiled[name] = CompiledNode(
             name=name,
             spec=node,
-            role=role_cls(name, node),
+            role=role,
             model=node.model,
             backend=backends[node.model] if node.model is not None else None,
             sampling=node.sampling.over(d.sampling),

@@ -8,6 +8,7 @@ per execution with the messages of the node's predecessors, failed ones included
 from __future__ import annotations
 
 import abc
+import difflib
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,11 +52,12 @@ class Message:
 
 
 class Role(abc.ABC):
-    """Base class of every role. Subclasses set ``needs_model``, the prompt
+    """Base class of every role. Subclasses set ``model_use``, the prompt
     ``placeholders`` they fill, and optionally a pydantic ``Params`` model for
     ``node.params``."""
 
-    needs_model: ClassVar[bool] = True
+    model_use: ClassVar[Literal["required", "optional", "none"]] = "required"
+    """Whether a node of this role must, may or must not name a model."""
     join: ClassVar[Literal["all", "any"]] = "all"
     """``any``: run at the first successful input; inputs still running then are
     cancelled when no other node waits for them."""
@@ -72,8 +74,14 @@ class Role(abc.ABC):
             except pydantic.ValidationError as exc:
                 err = exc.errors()[0]
                 loc = tuple(err["loc"])
+                names = [f.alias or n for n, f in self.Params.model_fields.items()]
+                message = str(err["msg"])
+                if err["type"] == "extra_forbidden":
+                    close = difflib.get_close_matches(str(loc[0]), names, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    message = f"unknown param {loc[0]!r}{hint}"
                 raise GraphValidationError(
-                    f"{err['msg']}; valid params: {', '.join(self.Params.model_fields)}",
+                    f"{message}; valid params: {', '.join(names)}",
                     path=("nodes", node, "params", *loc),
                 ) from None
         elif spec.params:
@@ -98,6 +106,11 @@ class Role(abc.ABC):
                 raise GraphValidationError(
                     f"unknown placeholder {{{name}}}; valid placeholders: {valid}", path=path
                 )
+
+    def check_successors(self, successors: Sequence[str]) -> None:
+        """Called once the graph is known, with this node's successors; raise
+        :class:`GraphValidationError` (path ``("nodes", node, ...)``) if they do not fit."""
+        return None
 
     @staticmethod
     def render(template: str, **values: str) -> str:

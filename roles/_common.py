@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from agentgraph import ChatMessage, GraphValidationError, Message, NodeSpec, Role, TaskKind
 
@@ -117,7 +117,7 @@ def reject_prompts(node: str, spec: NodeSpec) -> None:
 class Aggregator(Role):
     """Base of the model-free roles that pick or combine the answers of their inputs."""
 
-    needs_model: ClassVar[bool] = False
+    model_use: ClassVar[Literal["required", "optional", "none"]] = "none"
     placeholders: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, node: str, spec: NodeSpec) -> None:

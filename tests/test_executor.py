@@ -23,7 +23,7 @@ class SleepParams(pydantic.BaseModel):
 class Sleep(ag.Role):
     """A model-free role that takes ``delay`` seconds (or fails)."""
 
-    needs_model: ClassVar[bool] = False
+    model_use: ClassVar[Literal["required", "optional", "none"]] = "none"
     Params = SleepParams
 
     async def run(self, ctx: ag.NodeContext, inputs: Sequence[ag.Message]) -> ag.Message:
@@ -321,7 +321,7 @@ class RouteParams(pydantic.BaseModel):
 
 
 class Route(ag.Role):
-    needs_model: ClassVar[bool] = False
+    model_use: ClassVar[Literal["required", "optional", "none"]] = "none"
     Params = RouteParams
 
     async def run(self, ctx: ag.NodeContext, inputs: Sequence[ag.Message]) -> ag.Message:
@@ -330,7 +330,7 @@ class Route(ag.Role):
 
 
 class Race(ag.Role):
-    needs_model: ClassVar[bool] = False
+    model_use: ClassVar[Literal["required", "optional", "none"]] = "none"
     join: ClassVar[Literal["all", "any"]] = "any"
 
     async def run(self, ctx: ag.NodeContext, inputs: Sequence[ag.Message]) -> ag.Message:

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from agentgraph import Message, NodeContext, NodeSpec, Role
+
+from ._common import ask, origin, require_candidates, require_inputs
+from ._parse import parse_verdict
+
+
+class Verifier(Role):
+    """Judges the answer of its first successful input and passes it on: ``answer`` is
+    the candidate's, ``data["verdict"]`` (bool) and ``data["score"]`` (float in [0, 1])
+    the judgement, ``data["candidate"]`` the judged node. An unreadable reply counts as
+    "incorrect", score 0, with ``data["parse_error"]`` set."""
+
+    placeholders: ClassVar[frozenset[str]] = frozenset({"question", "answer", "response"})
+
+    def __init__(self, node: str, spec: NodeSpec) -> None:
+        super().__init__(node, spec)
+        require_inputs(node, spec, "judges the answer of its input")
+
+    async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
+        target = require_candidates(self, inputs, "to judge")[0]
+        values = {
+            "question": ctx.question,
+            "answer": target.content.strip(),
+            "response": target.text.strip(),
+        }
+        text = await ask(self, ctx, "verifier", "plain", values)
+        parsed = parse_verdict(text)
+        data: dict[str, Any] = {
+            "verdict": parsed.value.verdict,
+            "score": parsed.value.score,
+            "candidate": origin(target),
+        }
+        if parsed.error is not None:
+            data["parse_error"] = parsed.error
+        return Message(self.node, self.spec.role, text=text, answer=target.answer, data=data)

@@ -1,0 +1,272 @@
+"""The parsers of agentgraph.roles: answers per task kind, verdicts, routing choices."""
+
+from __future__ import annotations
+
+import string
+from decimal import Decimal
+
+import pytest
+from agentgraph.roles._parse import (
+    canonical_number,
+    extract_answer,
+    normalize_answer,
+    parse_choice,
+    parse_verdict,
+)
+from hypothesis import given
+from hypothesis import strategies as st
+
+TASKS = ("text", "math", "multiple_choice", "code")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Answer: 7", "7"),
+        ("3 + 4 = 7", "7"),
+        ("Let me think.\nAnswer: 12\nAnswer: 13", "13"),
+        ("**Final answer:** 42", "42"),
+        ("#### 1,234", "1234"),
+        ("Answer: $1,000.00", "1000"),
+        ("Answer: 5.0", "5"),
+        ("Answer: 50%", "50"),
+        ("Answer: -3.", "-3"),
+        ("Answer: 3 + 4 = 7", "7"),
+        ("Answer:\n\n12", "12"),
+        ("The result is \\boxed{7}. Then 2 more", "7"),
+        ("\\boxed{\\frac{3}{4}}", "0.75"),
+        ("\\boxed{x^{2} = 9}", "9"),
+        ("Final Answer: The final answer is $\\boxed{7}$. I hope it is correct.", "7"),
+        ("3 + 4 = 7.\n\nThis is because 3 and 4", "7"),  # run on after the result
+        ("The answer is 7 since 3 and 4 make it", "7"),
+        ("3 + 4 equals 7, not 8", "7"),
+        ("1/3", "1/3"),
+        ("6/8", "0.75"),
+        ("It costs $ 2.50 in total", "2.5"),
+        ("7 apples and 3 pears", "3"),
+    ],
+)
+def test_math_answers(text: str, expected: str) -> None:
+    parsed = extract_answer(text, "math")
+    assert parsed == type(parsed)(expected)
+
+
+@pytest.mark.parametrize("text", ["no idea", "Answer: seven", ""])
+def test_math_without_a_number_falls_back_with_an_error(text: str) -> None:
+    parsed = extract_answer(text, "math")
+    assert parsed.value == text.removeprefix("Answer: ").strip()
+    assert parsed.error is not None
+    assert parsed.error.startswith("expected a number")
+    assert repr(text.strip()) in parsed.error
+
+
+def test_parse_errors_truncate_what_they_saw() -> None:
+    parsed = extract_answer("blah " * 100, "math")
+    assert parsed.error is not None
+    assert parsed.error.endswith("...'") and len(parsed.error) < 160
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Answer: (B)", "B"),
+        ("answer: c", "C"),
+        ("Answer: Option C", "C"),
+        ("Answer: B) 7", "B"),
+        ("Answer: B 7", "B"),
+        ("The answer is B", "B"),
+        ("The correct option is (d).", "D"),
+        ("I think the answer would be: e", "E"),
+        ("B)", "B"),
+        ("b", "B"),
+        ("(J)", "J"),
+        ("**B**", "B"),
+        ("a) 5 is right", "A"),
+        ("\\boxed{E}", "E"),
+        ("Reasoning first.\nAnswer: A\nAnswer: [C]", "C"),
+        ("I pick (b).", "B"),
+    ],
+)
+def test_multiple_choice_letters(text: str, expected: str) -> None:
+    assert extract_answer(text, "multiple_choice").value == expected
+    assert extract_answer(text, "multiple_choice").error is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I think it is obvious",
+        "A dog barked",
+        "Because",
+        "Answer: a number",
+        "K)",
+        "Options: (a) 5, (b) 7",
+    ],
+)
+def test_multiple_choice_words_are_not_letters(text: str) -> None:
+    parsed = extract_answer(text, "multiple_choice")
+    assert parsed.error is not None and "option letter A-J" in parsed.error
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "error"),
+    [
+        ("```python\nprint(1)\n```", "print(1)", None),
+        ("Two tries:\n```py\na = 1\n```\nthen\n```\nb = 2\n```\ndone", "b = 2", None),
+        ("```print(1)```", "print(1)", None),
+        ("```python\ndef f():\n    return 1", "def f():\n    return 1", "closed"),
+        ("def f():\n    return 1\n", "def f():\n    return 1", "fenced"),
+    ],
+)
+def test_code_blocks(text: str, expected: str, error: str | None) -> None:
+    parsed = extract_answer(text, "code")
+    assert parsed.value == expected
+    assert (parsed.error is None) if error is None else (error in (parsed.error or ""))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Paris", "Paris"),
+        ("  The capital is Paris.\n", "The capital is Paris."),
+        ("It is in France.\nAnswer: Paris", "Paris"),
+    ],
+)
+def test_text_answers(text: str, expected: str) -> None:
+    assert extract_answer(text, "text").value == expected
+    assert extract_answer(text, "text").error is None
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict", "score"),
+    [
+        ("Verdict: correct\nScore: 0.8", True, 0.8),
+        ("Verdict: incorrect\nScore: 0.1", False, 0.1),
+        ("Verdict: not correct", False, 0.0),
+        ("**Verdict:** Correct", True, 1.0),
+        ("Score: 8/10", True, 0.8),
+        ("I'd give it 3 out of 10", False, 0.3),
+        ("Confidence: 90%", True, 0.9),
+        ("80%", True, 0.8),
+        ("Score: 7", True, 0.7),  # a bare score above 1 is out of ten,
+        ("Score: 85", True, 0.85),  # above 10 out of a hundred,
+        ("Score: 12/10", True, 1.0),  # and out of range is clamped
+        ("Score: 250", True, 1.0),
+        ("Score: -0.3", False, 0.0),
+        ("Score: 4/0", False, 0.0),
+        ("Yes", True, 1.0),
+        ("No, it's wrong.", False, 0.0),
+        ("The answer is correct.", True, 1.0),
+        ("It isn't correct: 3 + 4 is 7.", False, 0.0),
+        ("8 is wrong; the correct answer is 7", False, 0.0),
+        ("The correct answer is 7, so this is wrong", False, 0.0),
+        ("Verdict: correct\nScore: 0.2", True, 0.2),  # both kept as given
+    ],
+)
+def test_verdicts_and_scores(text: str, verdict: bool, score: float) -> None:
+    parsed = parse_verdict(text)
+    assert parsed.error is None
+    assert parsed.value.verdict is verdict
+    assert parsed.value.score == pytest.approx(score)
+
+
+def test_unreadable_verdict_fails_safe() -> None:
+    parsed = parse_verdict("3 + 4 = 7")
+    assert (parsed.value.verdict, parsed.value.score) == (False, 0.0)
+    assert parsed.error is not None
+    assert "Verdict: correct" in parsed.error and "'3 + 4 = 7'" in parsed.error
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "error"),
+    [
+        ("easy", "easy", None),
+        ("**Hard**", "hard", None),
+        ("Difficulty: easy", "easy", None),
+        ("Decision: HARD. Easy ones are rare.", "hard", None),
+        ("It is a one-step sum, so easy.", "easy", None),
+        ("Is this easy or hard? Hard.", "hard", None),  # the echoed question is ignored
+        ("Not easy, but not hard either", "hard", "ambiguous"),
+        ("dunno", "hard", "no option"),
+    ],
+)
+def test_choices(text: str, expected: str, error: str | None) -> None:
+    parsed = parse_choice(text, ("easy", "hard"), default="hard")
+    assert parsed.value == expected
+    assert (parsed.error is None) if error is None else (error in (parsed.error or ""))
+
+
+def test_choices_among_successor_names() -> None:
+    names = ("small-model", "big_model")
+    assert parse_choice("Route: Big_Model", names, "small-model").value == "big_model"
+    assert parse_choice("use small-model here", names, "big_model").value == "small-model"
+
+
+@pytest.mark.parametrize(
+    ("task", "a", "b"),
+    [
+        ("math", "1,000", "$1000.00"),
+        ("math", "3/4", "0.75"),
+        ("multiple_choice", "(b)", "B"),
+        ("text", "Paris.", "  paris "),
+        ("code", "x = 1  \n\n\ny = 2\n", "x = 1\ny = 2"),
+    ],
+)
+def test_normalized_answers_compare_equal(task: str, a: str, b: str) -> None:
+    assert normalize_answer(a, task) == normalize_answer(b, task)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- properties
+
+integers = st.integers(min_value=-(10**15), max_value=10**15)
+
+
+@given(integers)
+def test_integers_in_any_dress_are_canonical(n: int) -> None:
+    for dressed in (str(n), f"{n:,}", f"{n}.0", f"{n}.000"):
+        assert canonical_number(dressed) == str(n)
+    if n >= 0:
+        assert canonical_number(f"${n:,}.00") == str(n)
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-1e6, max_value=1e6))
+def test_decimals_are_canonical(d: Decimal) -> None:
+    expected = format(d.normalize(), "f")
+    expected = "0" if expected in ("-0", "0") else expected
+    assert canonical_number(format(d, "f")) == expected
+
+
+@given(st.text(), integers)
+def test_a_final_answer_line_wins(prefix: str, n: int) -> None:
+    assert extract_answer(f"{prefix}\nAnswer: {n}", "math").value == str(n)
+
+
+@given(
+    st.sampled_from("ABCDEFGHIJ"),
+    st.sampled_from(["Answer: {}", "Answer: ({})", "The answer is {}.", "{})", "({}) 7"]),
+    st.booleans(),
+)
+def test_letters_in_any_dress(letter: str, dress: str, lower: bool) -> None:
+    text = dress.format(letter.lower() if lower and "(" in dress else letter)
+    assert extract_answer(text, "multiple_choice").value == letter
+
+
+@given(st.text(alphabet=string.printable.replace("`", "")).map(str.strip).filter(bool))
+def test_fenced_code_round_trips(code: str) -> None:
+    assert extract_answer(f"Here:\n```python\n{code}\n```\n", "code").value == code
+
+
+@given(st.text(), st.sampled_from(TASKS))
+def test_parsers_never_raise(text: str, task: str) -> None:
+    parsed = extract_answer(text, task)  # type: ignore[arg-type]
+    assert isinstance(parsed.value, str)
+    assert isinstance(normalize_answer(parsed.value, task), str)  # type: ignore[arg-type]
+    judged = parse_verdict(text)
+    assert 0.0 <= judged.value.score <= 1.0
+    assert parse_choice(text, ("easy", "hard"), "hard").value in ("easy", "hard")
+
+
+@given(st.text(alphabet=string.printable), st.sampled_from(["math", "text"]))
+def test_normalizing_is_idempotent(text: str, task: str) -> None:
+    once = normalize_answer(text, task)  # type: ignore[arg-type]
+    assert normalize_answer(once, task) == once  # type: ignore[arg-type]
