@@ -119,6 +119,15 @@ def test_import_has_no_side_effects() -> None:
 @pytest.mark.slow
 def test_wheel_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
+    # Build from a copy: setuptools leaves a build/ folder behind in the source tree.
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "results"
+        ),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -130,7 +139,7 @@ def test_wheel_installs_and_imports_in_a_clean_venv(tmp_path: Path) -> None:
             "-q",
             "-w",
             str(dist),
-            str(ROOT),
+            str(src),
         ],
         check=True,
         capture_output=True,
