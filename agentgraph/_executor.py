@@ -267,7 +267,7 @@ class NodeContext:
             if not isinstance(error, TransientBackendError) or attempts >= retry.max_attempts:
                 self._record(request, None, first, attempts, queued, error)
                 raise error
-            delay = retry.delay(attempts, run.rng.random())
+            delay = retry.delay(attempts, random.random())
             if error.retry_after_s is not None:
                 delay = max(delay, min(error.retry_after_s, retry.max_backoff_s))
             await asyncio.sleep(delay)
@@ -308,6 +308,14 @@ class NodeContext:
         run.trace.append(rec)
 
 
+class _Taken:
+    __slots__ = ("floor", "used")
+
+    def __init__(self) -> None:
+        self.floor = 0
+        self.used: set[int] = set()
+
+
 class _Run:
     def __init__(
         self,
@@ -325,9 +333,7 @@ class _Run:
         self.follow_routes = True
 
         # Per identical call: [lowest index not known to be taken, indices taken].
-        self.samples: dict[Hashable, set[int]] = {}
-        self.sample_floor: dict[Hashable, int] = {}
-        self.rng = random.Random()
+        self.samples: dict[Hashable, _Taken] = {}
         self.loop = asyncio.get_running_loop()
         self.watchdog = _Watchdog(self.loop)
         self._pools = _pools.setdefault(self.loop, {})
@@ -343,17 +349,16 @@ class _Run:
     def sample_index(self, call: Hashable, requested: int) -> int:
         """Identical calls in one run are separate samples (e.g. N equal proposers): each
         takes the next free sample index, which seeds it apart and keys it in the cache."""
-        used = self.samples.get(call)
-        if used is None:
-            used = self.samples[call] = set()
-        floor = self.sample_floor.get(call, 0)  # every index below it is taken
-        index = max(requested, floor)
+        taken = self.samples.get(call)
+        if taken is None:
+            taken = self.samples[call] = _Taken()
+        used = taken.used
+        index = max(requested, taken.floor)  # every index below floor is taken
         while index in used:
             index += 1
         used.add(index)
-        while floor in used:
-            floor += 1
-        self.sample_floor[call] = floor
+        while taken.floor in used:
+            taken.floor += 1
         return index
 
     def pool(self, backend: ModelBackend) -> SlotPool:
@@ -364,7 +369,13 @@ class _Run:
 
     def start(self, name: str) -> None:
         if name not in self.tasks:
-            self.tasks[name] = self.loop.create_task(self._node(name))
+            self.tasks[name] = self.loop.create_task(self._drive(name))
+
+    async def _drive(self, name: str | None) -> None:
+        # A finished node's first ready successor runs on in the same task: no new task
+        # and no extra trip through the event loop for the common step along a chain.
+        while name is not None:
+            name = await self._node(name)
 
     def _input(self, pred: str, name: str) -> Message:
         res = self.results.get(pred)
@@ -375,7 +386,7 @@ class _Run:
             return Message(pred, msg.role, skipped=True)  # a router turned this edge off
         return msg
 
-    async def _node(self, name: str) -> None:
+    async def _node(self, name: str) -> str | None:
         node = self.nodes[name]
         started = perf_counter()
         self.started[name] = started
@@ -388,12 +399,13 @@ class _Run:
         except asyncio.CancelledError:
             if name not in self.losers:
                 raise
+            self.tasks[name].uncancel()  # the task may go on to run another node
             msg = Message(name, node.spec.role, skipped=True, data={"lost_race": True})
         except BaseException as exc:  # a bug in the executor itself: fail the run loudly
             if not self.done.done():
                 self.done.set_exception(exc)
             raise
-        self.finish(node, msg, started, ctx._calls)
+        return self.finish(node, msg, started, ctx._calls)
 
     async def _message(
         self, node: CompiledNode, ctx: NodeContext, inputs: list[Message]
@@ -418,7 +430,9 @@ class _Run:
 
     def finish(
         self, node: CompiledNode, msg: Message, started: float, calls: Sequence[TraceRecord]
-    ) -> None:
+    ) -> str | None:
+        """Record the node's result and start the successors it made ready; the first of
+        them is returned to run on in this node's task."""
         t0 = self.t0
         self.results[node.name] = NodeResult(
             node.name,
@@ -430,13 +444,21 @@ class _Run:
             perf_counter() - t0,
             tuple(calls),
         )
-        pending = self.pending
+        pending, tasks = self.pending, self.tasks
+        inline = None
         for succ in node.succs:
             pending[succ] -= 1
+            if succ in tasks:
+                continue
             if not pending[succ] or (self.nodes[succ].join_any and self._input(node.name, succ).ok):
-                self.start(succ)
+                if inline is None:
+                    inline = succ
+                    tasks[succ] = tasks[node.name]
+                else:
+                    self.start(succ)
         if len(self.results) == len(self.nodes) and not self.done.done():
             self.done.set_result(None)
+        return inline
 
     def _cancel_losers(self, node: CompiledNode) -> None:
         """An "any" join has started: inputs still running that nobody else waits for are

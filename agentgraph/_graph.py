@@ -46,6 +46,7 @@ class Graph:
     ) -> None:
         self._spec = spec
         self.cache = cache
+        self._opened: asyncio.AbstractEventLoop | None = None
         self._base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
         self._backends = _build_backends(spec, dict(backends or {}), self._base_dir)
         self._order = spec.topological_order()
@@ -73,10 +74,15 @@ class Graph:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
     async def aopen(self) -> None:
-        """Load or connect every model the graph uses (also done by the first run)."""
-        await asyncio.gather(*(b.aopen() for b in self._used_backends()))
+        """Load or connect every model the graph uses (also done by the first run in each
+        event loop)."""
+        loop = asyncio.get_running_loop()
+        if self._opened is not loop:
+            await asyncio.gather(*(b.aopen() for b in self._used_backends()))
+            self._opened = loop
 
     async def aclose(self) -> None:
+        self._opened = None
         await asyncio.gather(*(b.aclose() for b in self._backends.values()))
 
     async def __aenter__(self) -> Graph:

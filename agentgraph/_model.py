@@ -117,7 +117,8 @@ class ScriptedBackend:
     """A backend that answers from a script: fixed text, a list cycled in call order, or a
     function of the request. ``latency_s`` simulates model time; ``failures`` are raised on
     the first calls, one each, for fault injection. Every request is kept in ``calls``.
-    Tokens are counted as words, and ``max_tokens`` truncates the answer like a model."""
+    Tokens are counted as words (prompts: spaces + 1), and ``max_tokens`` truncates the
+    answer like a model."""
 
     def __init__(
         self,
@@ -216,7 +217,7 @@ class ScriptedBackend:
             text, finish = " ".join(words), "length"
         if not words:
             raise EmptyCompletion("scripted response is empty", backend=self.id)
-        prompt_tokens = sum(len(m.content.split()) for m in request.messages)
+        prompt_tokens = sum(m.content.count(" ") + 1 for m in request.messages)
         return Completion(text, Usage(prompt_tokens, len(words)), latency, False, finish)
 
     async def aclose(self) -> None:

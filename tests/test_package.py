@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
@@ -244,3 +245,26 @@ def test_ruff() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_executor_benchmark_runs(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "executor_overhead.py"),
+            "--quick",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "agentgraph dag256/echo" in run.stdout
+
+    data = json.loads(out.read_text())
+    rows = {(r["framework"], r["graph"]): r for fw in data["results"].values() for r in fw or []}
+    assert rows[("agentgraph", "dag32/echo")]["us_per_node"] > 0
+    assert 0 < rows[("agentgraph", "chains2x4")]["efficiency"] <= 1.05
