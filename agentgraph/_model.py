@@ -113,12 +113,48 @@ class ModelBackend(Protocol):
 Responder = Callable[[CompletionRequest], str]
 
 
-class ScriptedBackend:
+class _InProcess:
+    """What the two in-process test backends share: no connection to open or close, slots
+    of their own."""
+
+    _kind = ""
+
+    def __init__(self, name: str, slots: int, price: Price | None) -> None:
+        self._name = name
+        self._slots = slots
+        self._price = price or Price()
+
+    @property
+    def id(self) -> str:
+        return f"{self._kind}:{self._name}"
+
+    @property
+    def slots(self) -> int:
+        return self._slots
+
+    @property
+    def resource(self) -> Hashable:
+        return self
+
+    @property
+    def price(self) -> Price:
+        return self._price
+
+    async def aopen(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ScriptedBackend(_InProcess):
     """A backend that answers from a script: fixed text, a list cycled in call order, or a
     function of the request. ``latency_s`` simulates model time; ``failures`` are raised on
     the first calls, one each, for fault injection. Every request is kept in ``calls``.
     Tokens are counted as words (prompts: spaces + 1), and ``max_tokens`` truncates the
     answer like a model."""
+
+    _kind = "scripted"
 
     def __init__(
         self,
@@ -140,10 +176,8 @@ class ScriptedBackend:
                 raise ValueError("ScriptedBackend needs at least one response")
             cycle = itertools.cycle(list(responses))
             self._respond = lambda _r: next(cycle)
+        super().__init__(name, slots, price)
         self._latency = latency_s
-        self._name = name
-        self._slots = slots
-        self._price = price or Price()
         self._failures = list(failures)
         self.calls: list[CompletionRequest] = []
 
@@ -182,25 +216,6 @@ class ScriptedBackend:
             price=spec.price,
         )
 
-    @property
-    def id(self) -> str:
-        return f"scripted:{self._name}"
-
-    @property
-    def slots(self) -> int:
-        return self._slots
-
-    @property
-    def resource(self) -> Hashable:
-        return self
-
-    @property
-    def price(self) -> Price:
-        return self._price
-
-    async def aopen(self) -> None:
-        return None
-
     async def complete(self, request: CompletionRequest) -> Completion:
         self.calls.append(request)
         latency = self._latency(request) if callable(self._latency) else self._latency
@@ -220,14 +235,13 @@ class ScriptedBackend:
         prompt_tokens = sum(m.content.count(" ") + 1 for m in request.messages)
         return Completion(text, Usage(prompt_tokens, len(words)), latency, False, finish)
 
-    async def aclose(self) -> None:
-        return None
 
-
-class ReplayBackend:
+class ReplayBackend(_InProcess):
     """Answers only requests it has a record of (keyed by :meth:`CompletionRequest.key`);
     anything else raises :class:`ReplayMiss`. Records come from a mapping or from a trace
     written by :meth:`Trace.to_jsonl`."""
+
+    _kind = "replay"
 
     def __init__(
         self,
@@ -239,8 +253,7 @@ class ReplayBackend:
         self._records = {
             k: v if isinstance(v, Completion) else Completion(v) for k, v in records.items()
         }
-        self._name = name
-        self._price = price or Price()
+        super().__init__(name, 1 << 20, price)
 
     @classmethod
     def from_trace(
@@ -282,25 +295,6 @@ class ReplayBackend:
         model = spec.options.get("model")
         return cls.from_trace(trace, name=name, model=model, price=spec.price)
 
-    @property
-    def id(self) -> str:
-        return f"replay:{self._name}"
-
-    @property
-    def slots(self) -> int:
-        return 1 << 20
-
-    @property
-    def resource(self) -> Hashable:
-        return self
-
-    @property
-    def price(self) -> Price:
-        return self._price
-
-    async def aopen(self) -> None:
-        return None
-
     async def complete(self, request: CompletionRequest) -> Completion:
         start = time.perf_counter()
         hit = self._records.get(request.key())
@@ -319,6 +313,3 @@ class ReplayBackend:
             cached=True,
             finish_reason=hit.finish_reason,
         )
-
-    async def aclose(self) -> None:
-        return None

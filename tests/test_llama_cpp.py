@@ -11,12 +11,7 @@ from agentgraph.integrations import LlamaCppBackend, LlamaOptions
 
 import agentgraph as ag
 
-from .conftest import SMOL_REF
-
-
-def request(text: str, **sampling: object) -> ag.CompletionRequest:
-    fields = {"max_tokens": 8, "temperature": 0.0, "seed": 1, **sampling}
-    return ag.CompletionRequest((ag.ChatMessage("user", text),), ag.Sampling(**fields))
+from .conftest import SMOL_REF, request
 
 
 @pytest.fixture(scope="module")

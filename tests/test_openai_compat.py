@@ -8,8 +8,6 @@ import json
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from agentgraph.integrations import OpenAIBackend
@@ -17,24 +15,8 @@ from agentgraph.integrations import OpenAIBackend
 import agentgraph as ag
 
 from . import llama_server
-from .faultserver import FaultServer, fault_graph, run_bounded, serving
-
-
-@pytest.fixture(scope="session")
-def llama_url() -> Iterator[str]:
-    with llama_server.running() as url:
-        yield url
-
-
-@pytest.fixture
-def faults() -> Iterator[FaultServer]:
-    with serving() as server:
-        yield server
-
-
-def request(text: str, **sampling: Any) -> ag.CompletionRequest:
-    fields: dict[str, Any] = {"max_tokens": 8, "temperature": 0.0, "seed": 1, **sampling}
-    return ag.CompletionRequest((ag.ChatMessage("user", text),), ag.Sampling(**fields))
+from .conftest import request
+from .faultserver import FaultServer, fault_graph, run_bounded
 
 
 def openai_model(url: str, model: str, **options: object) -> str:
