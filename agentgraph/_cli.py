@@ -3,7 +3,7 @@
 agentgraph run GRAPH.yaml "question" [--timeout S] [--trace FILE] [--json]
                [--cache FILE | --replay FILE]
 agentgraph estimate GRAPH.yaml ["question"] [--profiles FILE]
-agentgraph profile GRAPH.yaml [--model NAME] [--repeats N] [--profiles FILE]
+agentgraph profile GRAPH.yaml|MODEL.gguf [--model NAME] [--repeats N] [--profiles FILE]
 agentgraph show GRAPH.yaml [--yaml]
 agentgraph schema
 """
@@ -15,13 +15,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ._cache import CallCache
 from ._errors import AgentGraphError, GraphValidationError
 from ._estimate import ProfileStore, measure_profile
 from ._graph import load
+from ._model import ModelBackend
+from ._registry import backends as backend_registry
 from ._result import RunResult
+from ._spec import ModelSpec
 from ._yaml import load_spec
 
 __all__ = ["main"]
@@ -44,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_est.add_argument("question", nargs="?", default="")
     p_est.add_argument("--profiles", metavar="FILE", help="latency profile store")
     p_prof = sub.add_parser("profile", help="measure and store the latency profile of models")
-    p_prof.add_argument("graph")
+    p_prof.add_argument("target", help="a graph file, or a GGUF model path or pkg: reference")
     p_prof.add_argument("--model", action="append", help="only this model (repeatable)")
     p_prof.add_argument("--repeats", type=int, default=2)
     p_prof.add_argument("--profiles", metavar="FILE", help="latency profile store")
@@ -118,17 +122,28 @@ def _estimate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profiled(target: str, only: list[str] | None) -> dict[str, ModelBackend]:
+    """The models of a graph file, or one GGUF model given by path or ``pkg:`` reference."""
+    if not target.endswith((".yaml", ".yml")):
+        factory = backend_registry.get("llama_cpp")
+        if factory is None:
+            raise GraphValidationError("profiling a GGUF file needs agentgraph.integrations")
+        spec = ModelSpec(backend="llama_cpp", path=target)
+        return {Path(target).name: factory("model", spec, Path.cwd())}
+    backends = load(target).backends
+    for name in only or []:
+        if name not in backends:
+            valid = ", ".join(repr(m) for m in backends)
+            raise GraphValidationError(f"unknown model {name!r}; valid models: {valid}")
+    return {n: b for n, b in backends.items() if not only or n in only}
+
+
 async def _profile(args: argparse.Namespace) -> int:
-    graph = load(args.graph)
+    models = _profiled(args.target, args.model)
     store = ProfileStore(args.profiles)
-    names = args.model or list(graph.spec.models)
     rows = [["model", "overhead_s", "prefill_tok_s", "decode_tok_s", "backend"]]
     try:
-        for name in names:
-            if name not in graph.backends:
-                valid = ", ".join(repr(m) for m in graph.spec.models)
-                raise GraphValidationError(f"unknown model {name!r}; valid models: {valid}")
-            backend = graph.backends[name]
+        for name, backend in models.items():
             prof = await measure_profile(backend, repeats=args.repeats)
             store.put(backend.id, prof)
             rows.append(
@@ -141,7 +156,7 @@ async def _profile(args: argparse.Namespace) -> int:
                 ]
             )
     finally:
-        await graph.aclose()
+        await asyncio.gather(*(b.aclose() for b in models.values()))
     print(_format(rows))
     print(f"saved to {store.path}")
     return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import agentgraph as ag
 
@@ -124,6 +125,17 @@ def test_cli_profile_and_estimate(tmp_path: Path) -> None:
     )
     assert prof.returncode == 0, prof.stderr
     assert "prefill_tok_s" in prof.stdout and store.is_file()
+    gguf = subprocess.run(
+        [sys.executable, "-m", "agentgraph", "profile", SMOL_REF, "--repeats", "1",
+         "--profiles", str(tmp_path / "bare.yaml")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert gguf.returncode == 0, gguf.stderr
+    # The same model file, so the same key: a profile measured either way serves both.
+    assert (
+        yaml.safe_load((tmp_path / "bare.yaml").read_text()).keys()
+        == yaml.safe_load(store.read_text()).keys()
+    )
     est = subprocess.run(
         [
             sys.executable,
