@@ -1,10 +1,13 @@
 """The dataflow executor.
 
-There are no supersteps: every node is started as a task the moment its last predecessor
-finishes. Model calls then queue for a slot of their backend's resource; waiting calls are
-served by critical-path priority (the node with the most model work still ahead of it
-first). Retries, per-call and per-node timeouts, and the trace all live at the call site
-(:meth:`NodeContext.complete`) so that roles making several calls get them all.
+There are no supersteps: a node starts the moment its last predecessor finishes (an
+``any`` join at its first successful input). The first successor a node makes ready runs
+on in that node's task; others get tasks of their own. Model calls then queue for a slot
+of their backend's resource; waiting calls are served by critical-path priority (the node
+with the most model work still ahead of it first). The call cache, the budget ledger,
+retries, per-call time limits (one watchdog timer per run) and the trace all live at the
+call site (:meth:`NodeContext.complete`), so roles making several calls get them all.
+Router messages turn edges off; nodes whose inputs are all off are skipped, not failed.
 """
 
 from __future__ import annotations
