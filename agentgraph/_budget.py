@@ -71,22 +71,13 @@ class Ledger:
                 request = replace(request, sampling=capped)
         need_tokens = prompt + (out or 0)
         need_cost = price.cost(prompt, out or 0)
-        if b.tokens is not None and self.tokens + self._held_tokens + need_tokens > b.tokens:
-            raise BudgetExceeded(
-                "tokens",
-                spent=self.tokens + self._held_tokens,
-                limit=b.tokens,
-                needed=need_tokens,
-                node=node,
-            )
-        if b.cost_usd is not None and self.cost + self._held_cost + need_cost > b.cost_usd:
-            raise BudgetExceeded(
-                "cost",
-                spent=self.cost + self._held_cost,
-                limit=b.cost_usd,
-                needed=need_cost,
-                node=node,
-            )
+        checks = (
+            ("tokens", self.tokens + self._held_tokens, need_tokens, b.tokens),
+            ("cost", self.cost + self._held_cost, need_cost, b.cost_usd),
+        )
+        for kind, spent, need, limit in checks:
+            if limit is not None and spent + need > limit:
+                raise BudgetExceeded(kind, spent=spent, limit=limit, needed=need, node=node)
         self._held_tokens += need_tokens
         self._held_cost += need_cost
         return Reservation(need_tokens, need_cost, price), request

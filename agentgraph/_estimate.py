@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend, Usage
-from ._result import TraceRecord
+from ._result import TraceRecord, critical_path
 from ._spec import LatencyProfile, Price, Sampling
 
 __all__ = ["Estimate", "NodeEstimate", "ProfileStore", "measure_profile"]
@@ -197,12 +197,9 @@ def summarize(
         nodes[name] = NodeEstimate(name, model, len(made), prompt, completion, cost, latency)
     total_latency: float | None = None
     if not unprofiled:
-        finish: dict[str, float] = {}
-        for name in order:
-            start = max((finish[p] for p in preds[name]), default=0.0)
-            finish[name] = start + (nodes[name].latency_s or 0.0)
+        path = critical_path({n: nodes[n].latency_s or 0.0 for n in order}, preds)
         busiest = max((w / slots[k] for k, w in work.items()), default=0.0)
-        total_latency = max(max(finish.values(), default=0.0), busiest)
+        total_latency = max(path, busiest)
     return Estimate(
         nodes=nodes,
         tokens=sum(n.prompt_tokens + n.completion_tokens for n in nodes.values()),

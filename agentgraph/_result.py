@@ -7,7 +7,7 @@ path; treat them as read-only.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -98,6 +98,14 @@ class Trace:
                 fh.write(json.dumps(rec.to_dict(), ensure_ascii=False) + "\n")
 
 
+def critical_path(durations: Mapping[str, float], inputs: Mapping[str, Sequence[str]]) -> float:
+    """The longest path through the graph, ``durations`` given in topological order."""
+    finish: dict[str, float] = {}
+    for name, took in durations.items():
+        finish[name] = max((finish[p] for p in inputs[name] if p in finish), default=0.0) + took
+    return max(finish.values(), default=0.0)
+
+
 NodeStatus = Literal["ok", "failed", "skipped"]
 
 
@@ -174,11 +182,10 @@ class RunResult:
 
     @property
     def latency_s(self) -> float:
-        finish: dict[str, float] = {}
-        for name, res in self.nodes.items():  # nodes are in topological order
-            start = max((finish[p] for p in res.inputs if p in finish), default=0.0)
-            finish[name] = start + res.latency_s
-        return max(finish.values(), default=0.0)
+        return critical_path(
+            {n: r.latency_s for n, r in self.nodes.items()},
+            {n: r.inputs for n, r in self.nodes.items()},
+        )
 
     def raise_for_status(self) -> RunResult:
         """Raise :class:`RunFailed` if the output node did not produce an answer."""

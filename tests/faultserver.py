@@ -313,3 +313,23 @@ def serving() -> Iterator[FaultServer]:
     with FaultServer() as server:
         yield server
     assert not server.errors, server.errors
+
+
+def assert_only_faulty_failed(
+    graph: ag.Graph,
+    result: ag.RunResult,
+    server: FaultServer,
+    model: str,
+    error: type[ag.BackendError],
+    attempts: int,
+    needle: str,
+) -> None:
+    """``faulty`` failed with ``error`` after ``attempts`` calls to fault ``model``, while its
+    sibling and the final node kept their answer."""
+    err = result.failed["faulty"]
+    assert type(err) is error and needle in str(err)
+    assert err.backend == graph.backends["bad"].id and err.node == "faulty"
+    assert server.hits[model] == attempts
+    (rec,) = [r for r in result.trace if r.node == "faulty"]
+    assert rec.attempts == attempts and rec.error and rec.error.startswith(error.__name__)
+    assert result.nodes["sibling"].status == "ok" and result.answer == "42"

@@ -12,7 +12,7 @@ from agentgraph.integrations._llama_cpp import plain_prompt
 import agentgraph as ag
 
 from .conftest import request
-from .faultserver import FaultServer, fault_graph, run_bounded
+from .faultserver import FaultServer, assert_only_faulty_failed, fault_graph, run_bounded
 
 COMPLETIONS = {
     "text": "choices.0.text",
@@ -202,13 +202,7 @@ async def test_persistent_faults_fail_only_their_node(
 ) -> None:
     text = fault_graph(http_model(faults.url, "ok"), http_model(faults.url, model))
     graph, result = await run_bounded(text)
-    err = result.failed["faulty"]
-    assert type(err) is error and needle in str(err)
-    assert err.backend == graph.backends["bad"].id and err.node == "faulty"
-    assert faults.hits[model] == attempts
-    (rec,) = [r for r in result.trace if r.node == "faulty"]
-    assert rec.attempts == attempts and rec.error and rec.error.startswith(error.__name__)
-    assert result.nodes["sibling"].status == "ok" and result.answer == "42"
+    assert_only_faulty_failed(graph, result, faults, model, error, attempts, needle)
 
 
 @pytest.mark.parametrize("client_timeout", [False, True])

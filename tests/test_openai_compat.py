@@ -16,7 +16,7 @@ import agentgraph as ag
 
 from . import llama_server
 from .conftest import request
-from .faultserver import FaultServer, fault_graph, run_bounded
+from .faultserver import FaultServer, assert_only_faulty_failed, fault_graph, run_bounded
 
 
 def openai_model(url: str, model: str, **options: object) -> str:
@@ -177,13 +177,7 @@ async def test_persistent_faults_fail_only_their_node(
         openai_model(faults.url, "ok"), openai_model(faults.url, model, stream=stream)
     )
     graph, result = await run_bounded(text)
-    err = result.failed["faulty"]
-    assert type(err) is error and needle in str(err)
-    assert err.backend == graph.backends["bad"].id and err.node == "faulty"
-    assert faults.hits[model] == attempts
-    (rec,) = [r for r in result.trace if r.node == "faulty"]
-    assert rec.attempts == attempts and rec.error and rec.error.startswith(error.__name__)
-    assert result.nodes["sibling"].status == "ok" and result.answer == "42"
+    assert_only_faulty_failed(graph, result, faults, model, error, attempts, needle)
 
 
 async def test_call_timeouts_cancel_the_request(faults: FaultServer) -> None:
