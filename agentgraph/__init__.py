@@ -29,22 +29,21 @@ from ._errors import (
     TransientBackendError,
     UpstreamFailed,
 )
-from ._estimate import Estimate, NodeEstimate, ProfileStore, measure_profile
-from ._executor import NodeContext
+from ._estimate import Estimate, NodeEstimate, ProfileStore, ameasure_profile
 from ._graph import Graph, from_networkx, load, loads, to_networkx
 from ._model import (
+    BackendBase,
     ChatMessage,
     Completion,
     CompletionRequest,
     ModelBackend,
-    ReplayBackend,
-    ScriptedBackend,
     Usage,
+    sample_seed,
 )
 from ._registry import register_backend, register_role
 from ._resolve import file_fingerprint, resolve_model_path
 from ._result import NodeResult, RunResult, Trace, TraceRecord
-from ._role import Message, Role
+from ._role import Message, NodeContext, Role
 from ._spec import (
     SCHEMA_VERSION,
     Budget,
@@ -59,6 +58,7 @@ from ._spec import (
     TaskKind,
     TimeoutPolicy,
 )
+from ._testing import ReplayBackend, ScriptedBackend
 from ._yaml import dump_spec, load_spec, loads_spec
 
 __version__ = "0.1.0"
@@ -66,6 +66,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SCHEMA_VERSION",
     "AgentGraphError",
+    "BackendBase",
     "BackendError",
     "BackendTimeout",
     "Budget",
@@ -110,6 +111,7 @@ __all__ = [
     "UpstreamFailed",
     "Usage",
     "__version__",
+    "ameasure_profile",
     "dump_spec",
     "file_fingerprint",
     "from_networkx",
@@ -117,10 +119,10 @@ __all__ = [
     "load_spec",
     "loads",
     "loads_spec",
-    "measure_profile",
     "register_backend",
     "register_role",
     "resolve_model_path",
+    "sample_seed",
     "schema_json",
     "to_networkx",
 ]

@@ -1,24 +1,34 @@
-"""The budget ledger of one run: reserve before dispatch, settle after.
+"""The budget ledger of one run: reserve when a call gets its slot, settle when it returns.
 
 A call reserves an upper bound of what it can use — its prompt's UTF-8 bytes plus a chat
 template allowance (no byte-level or byte-fallback tokenizer makes more tokens than bytes)
 plus ``max_tokens`` — and is refused with :class:`BudgetExceeded` if settled spend, the
-reservations of calls in flight and its own would pass a limit. So a run never goes over a
-hard token or money budget. Under such a budget a call without ``max_tokens`` is capped to
-what the budget has left. Cache hits bypass the ledger: they cost nothing.
+reservations of calls in flight and its own would pass a limit. Reservations are taken only
+once the call holds a backend slot, so calls queued behind a busy model hold nothing.
+
+Settling charges what the call really used; the whole reservation when the backend could not
+tell (no usage reported) or the attempt failed (a failed call may still have been served).
+A backend can use more than it was asked for (answering past ``max_tokens``,
+over-reporting): then the spend passes the limit, the ledger records the ``overrun`` and
+refuses every call after it.
+
+Under a token or money budget a call without ``max_tokens`` is capped to a fair share of
+what is left: the room divided by the model nodes still to run, so parallel calls do not
+race for the whole budget. Cache hits bypass the ledger: they cost nothing.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from ._errors import BudgetExceeded
 from ._model import CompletionRequest, Usage
 from ._spec import Budget, Price
 
-__all__ = ["Ledger", "prompt_token_bound"]
+__all__ = ["Ledger", "Reservation", "prompt_token_bound"]
 
-_PER_REQUEST = 32  # BOS, default system prompts some chat templates inject, generation cue
+_PER_REQUEST = 48  # BOS, default system prompts some chat templates inject, generation cue
 _PER_MESSAGE = 8  # role headers and separators of the chat template
 
 
@@ -28,67 +38,90 @@ def prompt_token_bound(request: CompletionRequest) -> int:
 
 @dataclass(slots=True)
 class Reservation:
-    tokens: int
+    prompt: int
+    completion: int
     cost: float
     price: Price
 
+    @property
+    def tokens(self) -> int:
+        return self.prompt + self.completion
 
-_UNLIMITED = Reservation(0, 0.0, Price())
+
+def _limit(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 class Ledger:
+    """Spend of one run, checked against its budget (if any: without one it only counts)."""
+
     def __init__(self, budget: Budget | None) -> None:
-        self.budget = budget or Budget()
+        b = budget or Budget()
+        self.token_limit = _limit(b.tokens)
+        self.cost_limit = _limit(b.cost_usd)
         self.tokens = 0
         self.cost = 0.0
         self._held_tokens = 0
         self._held_cost = 0.0
+        self.overrun: BudgetExceeded | None = None
 
     @property
     def active(self) -> bool:
-        return self.budget.tokens is not None or self.budget.cost_usd is not None
+        return self.token_limit is not None or self.cost_limit is not None
 
     def reserve(
-        self, node: str, request: CompletionRequest, price: Price
+        self, node: str, request: CompletionRequest, price: Price, share: int = 1
     ) -> tuple[Reservation, CompletionRequest]:
         """Hold the most this call can use; the request comes back with ``max_tokens``
-        filled in when the budget had to cap it."""
-        if not self.active:
-            return _UNLIMITED, request
-        b = self.budget
+        filled in when the budget had to cap it (to ``1/share`` of the room left)."""
         prompt = prompt_token_bound(request)
         out = request.sampling.max_tokens
+        if not self.active:
+            return Reservation(prompt, out or 0, price.cost(prompt, out or 0), price), request
+        if self.overrun is not None:
+            o = self.overrun
+            raise BudgetExceeded(o.kind, spent=o.spent, limit=o.limit, node=node)
+        spent_tokens = self.tokens + self._held_tokens
+        spent_cost = self.cost + self._held_cost
         if out is None:
             room: list[float] = []
-            if b.tokens is not None:
-                room.append(b.tokens - self.tokens - self._held_tokens - prompt)
-            if b.cost_usd is not None and price.output_per_mtok > 0:
-                left = b.cost_usd - self.cost - self._held_cost - price.cost(prompt, 0)
+            if self.token_limit is not None:
+                room.append(self.token_limit - spent_tokens - prompt)
+            if self.cost_limit is not None and price.output_per_mtok > 0:
+                left = self.cost_limit - spent_cost - price.cost(prompt, 0)
                 room.append(left * 1e6 / price.output_per_mtok)
             if room:
-                out = max(int(min(room)), 1)  # no room at all: the check below refuses
+                out = max(int(min(room) / max(share, 1)), 1)  # no room: the check refuses
                 capped = request.sampling.model_copy(update={"max_tokens": out})
                 request = replace(request, sampling=capped)
-        need_tokens = prompt + (out or 0)
-        need_cost = price.cost(prompt, out or 0)
+        held = Reservation(prompt, out or 0, price.cost(prompt, out or 0), price)
         checks = (
-            ("tokens", self.tokens + self._held_tokens, need_tokens, b.tokens),
-            ("cost", self.cost + self._held_cost, need_cost, b.cost_usd),
+            ("tokens", spent_tokens, held.tokens, self.token_limit),
+            ("cost", spent_cost, held.cost, self.cost_limit),
         )
         for kind, spent, need, limit in checks:
             if limit is not None and spent + need > limit:
                 raise BudgetExceeded(kind, spent=spent, limit=limit, needed=need, node=node)
-        self._held_tokens += need_tokens
-        self._held_cost += need_cost
-        return Reservation(need_tokens, need_cost, price), request
+        self._held_tokens += held.tokens
+        self._held_cost += held.cost
+        return held, request
 
-    def settle(self, held: Reservation, usage: Usage | None) -> None:
-        """Release a reservation and charge what the call really used (nothing if it
-        failed: a failed attempt's usage is unknown)."""
-        if held is _UNLIMITED:
-            return
-        self._held_tokens -= held.tokens
-        self._held_cost -= held.cost
-        if usage is not None:
-            self.tokens += usage.total_tokens
-            self.cost += held.price.cost(usage.prompt_tokens, usage.completion_tokens)
+    def settle(self, held: Reservation, usage: Usage | None) -> tuple[Usage, float]:
+        """Release a reservation and charge ``usage``, or the whole reservation when it is
+        None (usage unknown, or the attempt failed). Returns what was charged."""
+        if self.active:
+            self._held_tokens -= held.tokens
+            self._held_cost -= held.cost
+        charged = usage if usage is not None else Usage(held.prompt, held.completion)
+        cost = held.price.cost(charged.prompt_tokens, charged.completion_tokens)
+        self.tokens += charged.total_tokens
+        self.cost += cost
+        if self.overrun is None:
+            for kind, spent, limit in (
+                ("tokens", self.tokens, self.token_limit),
+                ("cost", self.cost, self.cost_limit),
+            ):
+                if limit is not None and spent > limit:
+                    self.overrun = BudgetExceeded(kind, spent=spent, limit=limit)
+                    break
+        return charged, cost

@@ -4,14 +4,22 @@ The key covers the backend's identity (kind + model file fingerprint or served n
 sampling parameter, the messages and the sample index, so a hit is only ever returned for
 the very same call. Runs and searches share one file; WAL mode lets several processes use
 it at once. A hit is free: the ledger charges it 0 tokens and 0 money, and the trace marks
-it ``cached``.
+it ``cached`` beside the tokens, cost and latency of the call when it was made.
+
+The key never depends on budget state: a run looks up the request as its role built it, and
+an answer stored after the ledger capped ``max_tokens`` is filed under the request as built
+when it ended on its own (not cut by the cap). SQLite work runs on the cache's own thread,
+never on the event loop. Identical calls in flight at once run once (single-flight): the
+executor registers each call it makes in :attr:`CallCache.flights`, and others await it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -58,44 +66,68 @@ class CallCache:
             self._db.commit()
         self.hits = 0
         self.misses = 0
+        self._worker: ThreadPoolExecutor | None = None
+        self.flights: dict[str, asyncio.Future[Completion | None]] = {}
+        """Calls in flight by key: their results, or None if they failed."""
 
     @staticmethod
     def key(backend_id: str, request: CompletionRequest) -> str:
         return hashlib.sha256(f"{backend_id}\n{request.key()}".encode()).hexdigest()
 
     def get(self, backend_id: str, request: CompletionRequest) -> Completion | None:
+        return self.lookup(self.key(backend_id, request))
+
+    def lookup(self, key: str) -> Completion | None:
         with self._lock:
             row = self._db.execute(
                 "SELECT text, prompt_tokens, completion_tokens, latency_s, finish_reason "
                 "FROM calls WHERE key = ?",
-                (self.key(backend_id, request),),
+                (key,),
             ).fetchone()
         if row is None:
             self.misses += 1
             return None
         self.hits += 1
         text, prompt_tokens, completion_tokens, latency, finish = row
-        # The recorded usage is kept for reference; the ledger charges a hit nothing.
+        # The recorded usage and latency are the call's true figures; a hit is charged nothing.
         return Completion(text, Usage(prompt_tokens, completion_tokens), latency, True, finish)
 
     def put(self, backend_id: str, request: CompletionRequest, done: Completion) -> None:
+        self.store(self.key(backend_id, request), backend_id, done)
+
+    def store(self, key: str, backend_id: str, done: Completion) -> None:
         if self.mode != "read_write" or done.cached:
             return
+        usage = done.usage or Usage()
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO calls (key, backend, text, prompt_tokens, "
                 "completion_tokens, latency_s, finish_reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    self.key(backend_id, request),
+                    key,
                     backend_id,
                     done.text,
-                    done.usage.prompt_tokens,
-                    done.usage.completion_tokens,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
                     done.latency_s,
                     done.finish_reason,
                 ),
             )
             self._db.commit()
+
+    async def alookup(self, key: str) -> Completion | None:
+        """:meth:`lookup` on the cache's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread(), self.lookup, key)
+
+    async def astore(self, key: str, backend_id: str, done: Completion) -> None:
+        """:meth:`store` on the cache's thread."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread(), self.store, key, backend_id, done)
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentgraph-cache")
+        return self._worker
 
     def __len__(self) -> int:
         with self._lock:
@@ -106,6 +138,9 @@ class CallCache:
         return {"entries": len(self), "hits": self.hits, "misses": self.misses}
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
         with self._lock:
             self._db.close()
 

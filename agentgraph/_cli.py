@@ -20,7 +20,7 @@ from typing import Any
 
 from ._cache import CallCache
 from ._errors import AgentGraphError, GraphValidationError
-from ._estimate import ProfileStore, measure_profile
+from ._estimate import ProfileStore, ameasure_profile
 from ._graph import load
 from ._model import ModelBackend
 from ._registry import backends as backend_registry
@@ -144,7 +144,7 @@ async def _profile(args: argparse.Namespace) -> int:
     rows = [["model", "overhead_s", "prefill_tok_s", "decode_tok_s", "backend"]]
     try:
         for name, backend in models.items():
-            prof = await measure_profile(backend, repeats=args.repeats)
+            prof = await ameasure_profile(backend, repeats=args.repeats)
             store.put(backend.id, prof)
             rows.append(
                 [

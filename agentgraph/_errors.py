@@ -23,11 +23,14 @@ friends keep working for callers that do not know agentgraph.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
-    from ._result import RunResult
+    import pydantic
 
 __all__ = [
     "AgentGraphError",
@@ -182,10 +185,10 @@ class UpstreamFailed(AgentGraphError):
 
 
 class RunFailed(AgentGraphError):
-    """Raised by :meth:`RunResult.raise_for_status` when nodes failed; ``.result`` keeps
-    everything that did finish."""
+    """Raised by :meth:`RunResult.raise_for_status` when nodes failed; ``.result`` (the
+    :class:`RunResult`) keeps everything that did finish."""
 
-    def __init__(self, message: str, *, result: RunResult) -> None:
+    def __init__(self, message: str, *, result: Any) -> None:
         super().__init__(message)
         self.result = result
 
@@ -198,3 +201,78 @@ def format_path(path: Sequence[Any]) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+def validation_error(
+    exc: pydantic.ValidationError,
+    model: type[pydantic.BaseModel],
+    *,
+    path: Sequence[str | int] = (),
+    what: str = "field",
+) -> GraphValidationError:
+    """One located :class:`GraphValidationError` for a pydantic error of ``model``, placed
+    at ``path`` + the field's location. Unknown fields name the valid ones (and the
+    closest); our own validators' messages (``ValueError``) are used as they are, since
+    they quote a value only when it is safe to."""
+    errors = exc.errors()
+    # An unknown field is usually the typo behind a "missing field" reported beside it.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(err["loc"])
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, GraphValidationError):
+        return GraphValidationError(cause.message, path=(*path, *cause.path))
+    kind = err["type"]
+    if kind in ("extra_forbidden", "missing"):
+        valid = fields_at(model, loc[:-1])
+        if kind == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            message = f"unknown {what} {loc[-1]!r}; valid {what}s: {', '.join(valid)}{hint}"
+        else:
+            message = f"missing required {what} {loc[-1]!r}"
+    elif kind == "value_error" and cause is not None:
+        message = str(cause)
+    else:
+        value = err.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
+        message = f"{err['msg']}{shown}"
+    return GraphValidationError(message, path=(*path, *loc))
+
+
+def fields_at(model: type[pydantic.BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """Names (aliases where set) of the fields valid at ``loc`` inside ``model``, required
+    ones first."""
+    import pydantic
+
+    tp: Any = model
+    for part in (*loc, None):
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
+            fields = tp.model_fields
+            if part is None:
+                names = sorted(fields, key=lambda n: not fields[n].is_required())
+                return [fields[n].alias or n for n in names]
+            field = next((f for n, f in fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return []
+            tp = field.annotation
+        elif typing.get_origin(tp) in (dict, Mapping) and part is not None:
+            tp = typing.get_args(tp)[1]
+        else:
+            return []
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip ``Optional``/``Annotated`` to the type inside."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp

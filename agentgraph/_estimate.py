@@ -17,11 +17,18 @@ from pathlib import Path
 
 import yaml
 
-from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend, Usage
+from ._model import (
+    BackendBase,
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    ModelBackend,
+    Usage,
+)
 from ._result import TraceRecord, critical_path
-from ._spec import LatencyProfile, Price, Sampling
+from ._spec import LatencyProfile, Sampling
 
-__all__ = ["Estimate", "NodeEstimate", "ProfileStore", "measure_profile"]
+__all__ = ["Estimate", "NodeEstimate", "ProfileStore", "ameasure_profile"]
 
 _DEFAULT_COMPLETION = 256  # when neither max_tokens nor a profile says how long answers are
 
@@ -81,42 +88,15 @@ def prompt_tokens_guess(request: CompletionRequest) -> int:
     return sum(4 + len(m.content.encode()) // 4 for m in request.messages) + 4
 
 
-class DryRunBackend:
-    """Stands in for a backend during an estimate: instant, free of side effects."""
+class DryRunBackend(BackendBase):
+    """Stands in for a backend during an estimate: instant, free of side effects. Its slots
+    are unlimited (the estimate models the real backend's slots itself)."""
 
     def __init__(self, real: ModelBackend, profile: LatencyProfile | None) -> None:
-        self._real = real
+        super().__init__(real.id, slots=1 << 20, price=real.price)
         self.profile = profile
-
-    @property
-    def id(self) -> str:
-        return self._real.id
-
-    @property
-    def slots(self) -> int:
-        return 1 << 20  # the estimate models slots itself; the dry run must not wait
-
-    @property
-    def resource(self) -> Hashable:
-        return self
-
-    @property
-    def price(self) -> Price:
-        return self._real.price
-
-    @property
-    def real_resource(self) -> Hashable:
-        return self._real.resource
-
-    @property
-    def real_slots(self) -> int:
-        return self._real.slots
-
-    async def aopen(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
+        self.real_resource = real.resource
+        self.real_slots = real.slots
 
     async def complete(self, request: CompletionRequest) -> Completion:
         length = request.sampling.max_tokens or _DEFAULT_COMPLETION
@@ -126,7 +106,7 @@ class DryRunBackend:
         return Completion(text, Usage(prompt_tokens_guess(request), length))
 
 
-async def measure_profile(backend: ModelBackend, *, repeats: int = 2) -> LatencyProfile:
+async def ameasure_profile(backend: ModelBackend, *, repeats: int = 2) -> LatencyProfile:
     """Time short and long prompts with one-token answers (prefill rate, overhead) and a
     long answer (decode rate), keeping the fastest of ``repeats`` runs of each, as other
     load on the machine only ever adds time. Every prompt starts differently so a prefix
@@ -144,7 +124,8 @@ async def measure_profile(backend: ModelBackend, *, repeats: int = 2) -> Latency
             start = time.perf_counter()
             done = await backend.complete(req)
             took = time.perf_counter() - start
-            run = (took, done.usage.prompt_tokens, done.usage.completion_tokens)
+            usage = done.usage or Usage(prompt_tokens_guess(req), len(done.text.split()))
+            run = (took, usage.prompt_tokens, usage.completion_tokens)
             if i and (best is None or took < best[0]):
                 best = run
         assert best is not None

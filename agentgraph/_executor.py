@@ -4,20 +4,28 @@ There are no supersteps: a node starts the moment its last predecessor finishes 
 ``any`` join at its first successful input). The first successor a node makes ready runs
 on in that node's task; others get tasks of their own. Model calls then queue for a slot
 of their backend's resource; waiting calls are served by critical-path priority (the node
-with the most model work still ahead of it first). The call cache, the budget ledger,
-retries, per-call time limits (one watchdog timer per run) and the trace all live at the
-call site (:meth:`NodeContext.complete`), so roles making several calls get them all.
+with the most model work still ahead of it first). The call cache (with single-flight), the
+budget ledger, retries, per-call time limits (one watchdog timer per run) and the trace all
+live at the call site (:class:`_NodeCalls`), so roles making several calls get them all.
 Router messages turn edges off; nodes whose inputs are all off are skipped, not failed.
+When an ``any`` join starts, every unfinished node that no longer feeds a node still
+waiting for inputs lost the race: it is recorded as skipped at once and its task cancelled.
+
+A run always ends: a role's wrong return type or stray ``CancelledError`` fails its node, an
+internal error fails the run with that exception, and the run's time limit covers opening
+the backends and does not wait more than a short grace for tasks that ignore cancellation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
+import logging
 import random
 import weakref
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -33,12 +41,18 @@ from ._errors import (
     TransientBackendError,
     UpstreamFailed,
 )
-from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend
+from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend, Usage
 from ._result import NodeResult, RunResult, Trace, TraceRecord
-from ._role import Message, Role
+from ._role import Message, NodeContext, Role
 from ._spec import Budget, NodeSpec, RetryPolicy, Sampling, TaskKind, TimeoutPolicy
 
-__all__ = ["NodeContext", "execute"]
+__all__ = ["execute"]
+
+log = logging.getLogger("agentgraph")
+
+ABANDON_AFTER_S = 1.0
+"""How long a run that is being cut waits for cancelled nodes; a role that ignores
+cancellation is abandoned after that, and its node reported as failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +75,21 @@ class CompiledNode:
 
 
 class SlotPool:
-    """A counting semaphore whose waiters are served lowest priority value first."""
+    """A counting semaphore whose waiters are served lowest priority value first. Backends
+    that share a resource but declare different slots get the smallest."""
 
-    __slots__ = ("_free", "_seq", "_waiters")
+    __slots__ = ("__weakref__", "_free", "_seq", "_waiters", "capacity")
 
     def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
         self._free = capacity
         self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+
+    def shrink_to(self, capacity: int) -> None:
+        if capacity < self.capacity:
+            self._free -= self.capacity - capacity
+            self.capacity = capacity
 
     async def acquire(self, priority: float) -> None:
         if self._free > 0 and not self._waiters:
@@ -84,18 +105,34 @@ class SlotPool:
             raise
 
     def release(self) -> None:
-        while self._waiters:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                fut.set_result(None)
-                return
+        if self._free >= 0:
+            while self._waiters:
+                _, _, fut = heapq.heappop(self._waiters)
+                if not fut.done():
+                    fut.set_result(None)
+                    return
         self._free += 1
 
 
-# One pool per (event loop, resource): concurrent runs in a loop share backend limits.
-_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, SlotPool]] = (
-    weakref.WeakKeyDictionary()
-)
+# One pool per (event loop, resource), so concurrent runs in a loop share backend limits.
+# Both levels are weak: a pool lives while a run uses it, a loop's table while the loop does,
+# so neither keeps backends (or the models they loaded) alive.
+_pools: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.WeakValueDictionary[Hashable, SlotPool]
+] = weakref.WeakKeyDictionary()
+
+
+def slot_pool(backend: ModelBackend) -> SlotPool:
+    """The running loop's slot pool for ``backend``'s resource."""
+    table = _pools.get(asyncio.get_running_loop())
+    if table is None:
+        table = _pools[asyncio.get_running_loop()] = weakref.WeakValueDictionary()
+    pool = table.get(backend.resource)
+    if pool is None:
+        pool = table[backend.resource] = SlotPool(backend.slots)
+    else:
+        pool.shrink_to(backend.slots)
+    return pool
 
 
 class _Watch:
@@ -151,46 +188,50 @@ class _Watchdog:
         self._heap.clear()
 
 
-class NodeContext:
-    """What a role sees while it runs: the task, its node, and a traced model call."""
+class _Attempts:
+    """What the attempts of one call add up to, for its trace record."""
 
-    __slots__ = ("_calls", "_node", "_run")
+    __slots__ = ("charged_cost", "charged_tokens", "count", "first", "queued")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = 0.0
+        self.queued = 0.0
+        self.charged_tokens = 0
+        self.charged_cost = 0.0
+
+
+class _NodeCalls:
+    """The model calls of one node: the executor's side of :meth:`NodeContext.complete`."""
+
+    __slots__ = ("_node", "_run", "records")
 
     def __init__(self, run: _Run, node: CompiledNode) -> None:
         self._run = run
         self._node = node
-        self._calls: list[TraceRecord] = []
+        self.records: list[TraceRecord] = []
 
-    @property
-    def question(self) -> str:
-        return self._run.question
-
-    @property
-    def node(self) -> str:
-        return self._node.name
-
-    @property
-    def spec(self) -> NodeSpec:
-        return self._node.spec
-
-    @property
-    def sampling(self) -> Sampling:
-        return self._node.sampling
-
-    @property
-    def task(self) -> TaskKind:
-        """The kind of task the graph solves; roles pick default prompts and parsers by it."""
-        return self._run.task
+    def context(self) -> NodeContext:
+        node, run = self._node, self._run
+        return NodeContext(
+            run.question,
+            node=node.name,
+            spec=node.spec,
+            task=run.task,
+            sampling=node.sampling,
+            backend=node.backend,
+            call=self.complete,
+        )
 
     async def complete(
         self,
+        ctx: NodeContext,
         messages: Sequence[ChatMessage],
-        *,
-        sampling: Sampling | None = None,
-        sample_index: int = 0,
+        sampling: Sampling | None,
+        sample_index: int,
     ) -> Completion:
-        """Call this node's model through the cache, the budget ledger, the backend's slot
-        pool, retries and timeouts; every call is traced."""
+        """One call through the cache (and single-flight), the ledger, the backend's slot
+        pool, retries and time limits; every call is traced."""
         node, run = self._node, self._run
         backend = node.backend
         if backend is None:
@@ -200,11 +241,14 @@ class NodeContext:
         sample_index = run.sample_index((backend.id, msgs, eff), sample_index)
         request = CompletionRequest(msgs, eff, sample_index)
         cache = run.cache if node.cache else None
-        if cache is not None:
-            hit = cache.get(backend.id, request)
+        if cache is None:
+            return (await self._dispatch(backend, request, None))[0]
+        key = cache.key(backend.id, request)
+        while True:
+            start = perf_counter()
+            hit = await cache.alookup(key)
             if hit is not None:
-                self._record(request, hit, perf_counter(), 0, 0.0)
-                return hit
+                return self._hit(request, hit, start)
             if cache.mode == "replay":
                 miss = ReplayMiss(
                     f"replay cache {cache.path!r} has no call of node {node.name!r} "
@@ -212,65 +256,121 @@ class NodeContext:
                     backend=backend.id,
                     node=node.name,
                 )
-                self._record(request, None, perf_counter(), 0, 0.0, miss)
+                self._record(request, None, _Attempts(), miss)
                 raise miss
+            flight = cache.flights.get(key)
+            if flight is None:
+                break
+            shared = await asyncio.shield(flight)  # an identical call is in flight: await it
+            if shared is not None:
+                return self._hit(request, shared, start)
+            # It failed: make the call ourselves (after one more look, as above).
+        flight = asyncio.get_running_loop().create_future()
+        cache.flights[key] = flight
+        done: Completion | None = None
+        sent = request
         try:
-            held, request = run.ledger.reserve(node.name, request, backend.price)
-        except BudgetExceeded as exc:
-            self._record(request, None, perf_counter(), 0, 0.0, exc)
-            raise
-        usage = None
-        try:
-            done = await self._dispatch(backend, request)
-            usage = None if done.cached else done.usage
+            done, sent = await self._dispatch(backend, request, cache)
+            # An answer cut short by a budget's cap is not the answer to the request as
+            # built: file it under the capped request.
+            capped = sent is not request and done.finish_reason == "length"
+            where = cache.key(backend.id, sent) if capped else key
+            try:
+                await cache.astore(where, backend.id, self._stored(done))
+            except Exception as exc:  # the call succeeded and was paid for: keep it
+                log.warning(
+                    "call cache %s: could not store a call of %r: %s", cache.path, node.name, exc
+                )
         finally:
-            run.ledger.settle(held, usage)
-        if cache is not None:
-            cache.put(backend.id, request, done)
+            del cache.flights[key]
+            flight.set_result(done if done is not None and sent is request else None)
         return done
 
-    async def _dispatch(self, backend: ModelBackend, request: CompletionRequest) -> Completion:
+    def _stored(self, done: Completion) -> Completion:
+        """What the cache keeps: unknown usage is filed as what the ledger charged."""
+        if done.usage is not None:
+            return done
+        rec = self.records[-1]
+        return dataclasses.replace(done, usage=Usage(rec.prompt_tokens, rec.completion_tokens))
+
+    def _hit(self, request: CompletionRequest, done: Completion, start: float) -> Completion:
+        hit = done if done.cached else dataclasses.replace(done, cached=True)
+        attempts = _Attempts()
+        attempts.first = start
+        self._record(request, hit, attempts)
+        return hit
+
+    async def _dispatch(
+        self, backend: ModelBackend, request: CompletionRequest, cache: CallCache | None
+    ) -> tuple[Completion, CompletionRequest]:
+        """Attempts until one succeeds: each waits for a slot, then reserves its budget.
+        Returns the completion and the request as sent (capped by the budget, perhaps)."""
         node, run = self._node, self._run
-        pool = run.pool(backend)
+        pool = slot_pool(backend)
         retry, call_s = node.retry, node.timeout.call_s
-        attempts, queued, first = 0, 0.0, 0.0
+        tally = _Attempts()
         task = asyncio.current_task()
         assert task is not None
+        sent = request
         while True:
-            attempts += 1
+            tally.count += 1
             t_queue = perf_counter()
             await pool.acquire(node.priority)
             t_call = perf_counter()
-            queued += t_call - t_queue
-            if attempts == 1:
-                first = t_call
-            error: BaseException
-            watch = run.watchdog.watch(call_s, task) if call_s is not None else None
+            tally.queued += t_call - t_queue
+            if tally.count == 1:
+                tally.first = t_call
+            error: BaseException | None = None
+            done: Completion | None = None
+            held = None
             try:
-                done = await backend.complete(request)
-            except asyncio.CancelledError:
-                if watch is None or not watch.expired or task.uncancel() > 0:
-                    raise
-                error = BackendTimeout(
-                    f"call to {backend.id} timed out after {call_s:g}s",
-                    backend=backend.id,
-                    node=node.name,
+                held, sent = run.ledger.reserve(
+                    node.name, request, backend.price, run.model_nodes_left
                 )
+                if cache is not None and sent is not request:  # capped: maybe filed so
+                    hit = await cache.alookup(cache.key(backend.id, sent))
+                    if hit is not None:
+                        run.ledger.settle(held, Usage())
+                        held = None
+                        self._record(sent, hit, tally)
+                        return hit, sent
+                watch = run.watchdog.watch(call_s, task) if call_s is not None else None
+                try:
+                    done = await backend.complete(sent)
+                except asyncio.CancelledError:
+                    if watch is None or not watch.expired or task.uncancel() > 0:
+                        raise
+                    error = BackendTimeout(
+                        f"call to {backend.id} timed out after {call_s:g}s",
+                        backend=backend.id,
+                        node=node.name,
+                    )
+                finally:
+                    if watch is not None:
+                        watch.done = True
+            except asyncio.CancelledError:
+                self._record(sent, None, tally, "cancelled", held)
+                held = None
+                raise
             except Exception as exc:
                 error = exc
-            else:
-                self._record(request, done, first, attempts, queued)
-                return done
             finally:
-                if watch is not None:
-                    watch.done = True
                 pool.release()
+                if held is not None and error is not None:
+                    charged, cost = run.ledger.settle(held, None)
+                    tally.charged_tokens += charged.total_tokens
+                    tally.charged_cost += cost
+            if done is not None:
+                assert held is not None
+                self._record(sent, done, tally, None, held)
+                return done, sent
+            assert error is not None
             if isinstance(error, BackendError) and error.node is None:
                 error.node = node.name
-            if not isinstance(error, TransientBackendError) or attempts >= retry.max_attempts:
-                self._record(request, None, first, attempts, queued, error)
+            if not isinstance(error, TransientBackendError) or tally.count >= retry.max_attempts:
+                self._record(sent, None, tally, error)
                 raise error
-            delay = retry.delay(attempts, random.random())
+            delay = retry.delay(tally.count, random.random())
             if error.retry_after_s is not None:
                 delay = max(delay, min(error.retry_after_s, retry.max_backoff_s))
             await asyncio.sleep(delay)
@@ -279,35 +379,50 @@ class NodeContext:
         self,
         request: CompletionRequest,
         done: Completion | None,
-        first: float,
-        attempts: int,
-        queued: float,
-        error: BaseException | None = None,
+        tally: _Attempts,
+        error: BaseException | str | None = None,
+        held: Any = None,
     ) -> None:
+        """Trace one call. ``held``: the last attempt's reservation, settled here with the
+        usage of ``done`` (or in full, when there is none)."""
         node, run = self._node, self._run
-        assert node.backend is not None and node.model is not None
+        backend = node.backend
+        assert backend is not None and node.model is not None
         now = perf_counter()
-        usage = done.usage if done is not None and not done.cached else None
+        usage = done.usage if done is not None else None
+        known = usage is not None
+        cached = done is not None and done.cached
+        if held is not None:  # a backend's own cache (replay) is free, as ours is
+            charged, cost = run.ledger.settle(held, Usage() if cached else usage)
+            tally.charged_tokens += charged.total_tokens
+            tally.charged_cost += cost
+            if usage is None and done is not None:
+                usage = charged  # unknown: the reservation stands for it
+        elapsed = now - tally.first if tally.first else 0.0
         rec = TraceRecord(
             node=node.name,
             model=node.model,
-            backend=node.backend.id,
+            backend=backend.id,
             request=request,
             output=done.text if done is not None else None,
-            started_s=first - run.t0,
-            latency_s=now - first,
-            queued_s=queued,
-            attempts=attempts,
+            started_s=(tally.first or now) - run.t0,
+            latency_s=done.latency_s if cached and done is not None else elapsed,
+            queued_s=tally.queued,
+            attempts=tally.count,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
-            cost=node.backend.price.cost(usage.prompt_tokens, usage.completion_tokens)
-            if usage
-            else 0.0,
-            cached=done.cached if done is not None else False,
+            cost=backend.price.cost(usage.prompt_tokens, usage.completion_tokens) if usage else 0.0,
+            cached=cached,
             finish_reason=done.finish_reason if done is not None else None,
-            error=f"{type(error).__name__}: {error}" if error is not None else None,
+            error=error
+            if isinstance(error, str) or error is None
+            else f"{type(error).__name__}: {error}",
+            elapsed_s=elapsed,
+            charged_tokens=tally.charged_tokens,
+            charged_cost=tally.charged_cost,
+            usage_known=known,
         )
-        self._calls.append(rec)
+        self.records.append(rec)
         run.trace.append(rec)
 
 
@@ -323,23 +438,27 @@ class _Run:
     def __init__(
         self,
         nodes: Mapping[str, CompiledNode],
+        order: Sequence[str],
+        output: str,
         question: str,
         task: TaskKind,
         cache: CallCache | None,
         budget: Budget | None,
     ) -> None:
         self.nodes = nodes
+        self.order = order
+        self.output = output
         self.question = question
         self.task = task
         self.cache = cache
         self.ledger = Ledger(budget)
         self.follow_routes = True
+        self.model_nodes_left = sum(1 for n in nodes.values() if n.backend is not None)
 
         # Per identical call: [lowest index not known to be taken, indices taken].
         self.samples: dict[Hashable, _Taken] = {}
         self.loop = asyncio.get_running_loop()
         self.watchdog = _Watchdog(self.loop)
-        self._pools = _pools.setdefault(self.loop, {})
         self.t0 = perf_counter()
         self.trace: list[TraceRecord] = []
         self.results: dict[str, NodeResult] = {}
@@ -347,7 +466,7 @@ class _Run:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.started: dict[str, float] = {}
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self.losers: set[str] = set()
+        self.closed = False  # the run has returned: tasks it abandoned change nothing
 
     def sample_index(self, call: Hashable, requested: int) -> int:
         """Identical calls in one run are separate samples (e.g. N equal proposers): each
@@ -364,12 +483,6 @@ class _Run:
             taken.floor += 1
         return index
 
-    def pool(self, backend: ModelBackend) -> SlotPool:
-        pool = self._pools.get(backend.resource)
-        if pool is None:
-            pool = self._pools[backend.resource] = SlotPool(backend.slots)
-        return pool
-
     def start(self, name: str) -> None:
         if name not in self.tasks:
             self.tasks[name] = self.loop.create_task(self._drive(name))
@@ -377,8 +490,15 @@ class _Run:
     async def _drive(self, name: str | None) -> None:
         # A finished node's first ready successor runs on in the same task: no new task
         # and no extra trip through the event loop for the common step along a chain.
-        while name is not None:
-            name = await self._node(name)
+        try:
+            while name is not None:
+                name = await self._node(name)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug in the executor itself: fail the run loudly
+            if not self.done.done():
+                self.done.set_exception(exc)
+            raise
 
     def _input(self, pred: str, name: str) -> Message:
         res = self.results.get(pred)
@@ -393,25 +513,31 @@ class _Run:
         node = self.nodes[name]
         started = perf_counter()
         self.started[name] = started
-        ctx = NodeContext(self, node)
+        calls = _NodeCalls(self, node)
         inputs = [self._input(p, name) for p in node.preds]
         if node.join_any:
-            self._cancel_losers(node)
+            self._drop_losers()
+        task = asyncio.current_task()
+        assert task is not None
         try:
-            msg = await self._message(node, ctx, inputs)
+            msg = await self._message(node, calls.context(), inputs, task)
         except asyncio.CancelledError:
-            if name not in self.losers:
+            if name not in self.results:  # the run is being cut
                 raise
-            self.tasks[name].uncancel()  # the task may go on to run another node
-            msg = Message(name, node.spec.role, skipped=True, data={"lost_race": True})
-        except BaseException as exc:  # a bug in the executor itself: fail the run loudly
-            if not self.done.done():
-                self.done.set_exception(exc)
-            raise
-        return self.finish(node, msg, started, ctx._calls)
+            # This node lost a race and is already recorded: the task ends here.
+            if task.uncancel() > 0:
+                raise
+            return None
+        if self.closed:
+            return None
+        return self.finish(node, msg, started, calls.records)
 
     async def _message(
-        self, node: CompiledNode, ctx: NodeContext, inputs: list[Message]
+        self,
+        node: CompiledNode,
+        ctx: NodeContext,
+        inputs: list[Message],
+        task: asyncio.Task[None],
     ) -> Message:
         if inputs and not any(m.ok for m in inputs):
             if all(m.skipped for m in inputs):
@@ -419,23 +545,57 @@ class _Run:
             failed = [m.node for m in inputs if m.error is not None]
             return Message(node.name, node.spec.role, error=UpstreamFailed(node.name, failed))
         node_s = node.timeout.node_s
+        role = node.role
         try:
             if node_s is None:
-                return await node.role.run(ctx, inputs)
-            async with asyncio.timeout(node_s) as scope:
-                return await node.role.run(ctx, inputs)
+                msg = await role.run(ctx, inputs)
+            else:
+                async with asyncio.timeout(node_s) as scope:
+                    msg = await role.run(ctx, inputs)
+        except asyncio.CancelledError:
+            if task.cancelling():
+                raise  # this node or the run is being cancelled
+            error: BaseException = RuntimeError(
+                f"role {node.spec.role!r} of node {node.name!r} raised CancelledError "
+                "without being cancelled"
+            )
         except Exception as exc:
-            error: Exception = exc
+            error = exc
             if isinstance(exc, TimeoutError) and node_s is not None and scope.expired():
                 message = f"node {node.name!r} timed out after {node_s:g}s"
                 error = NodeTimeout(message, node=node.name)
-            return Message(node.name, node.spec.role, error=error)
+        else:
+            if isinstance(msg, Message):
+                return msg
+            error = TypeError(
+                f"role {node.spec.role!r} ({type(role).__name__}) of node {node.name!r} "
+                f"returned {type(msg).__name__}, not a Message"
+            )
+        return Message(node.name, node.spec.role, error=error)
 
     def finish(
         self, node: CompiledNode, msg: Message, started: float, calls: Sequence[TraceRecord]
     ) -> str | None:
         """Record the node's result and start the successors it made ready; the first of
         them is returned to run on in this node's task."""
+        self.record(node, msg, started, calls)
+        pending, tasks = self.pending, self.tasks
+        inline = None
+        for succ in node.succs:
+            pending[succ] -= 1
+            if succ in tasks or succ in self.results:
+                continue
+            if not pending[succ] or (self.nodes[succ].join_any and self._input(node.name, succ).ok):
+                if inline is None:
+                    inline = succ
+                    tasks[succ] = tasks[node.name]
+                else:
+                    self.start(succ)
+        return inline
+
+    def record(
+        self, node: CompiledNode, msg: Message, started: float, calls: Sequence[TraceRecord]
+    ) -> None:
         t0 = self.t0
         self.results[node.name] = NodeResult(
             node.name,
@@ -447,55 +607,48 @@ class _Run:
             perf_counter() - t0,
             tuple(calls),
         )
-        pending, tasks = self.pending, self.tasks
-        inline = None
-        for succ in node.succs:
-            pending[succ] -= 1
-            if succ in tasks:
-                continue
-            if not pending[succ] or (self.nodes[succ].join_any and self._input(node.name, succ).ok):
-                if inline is None:
-                    inline = succ
-                    tasks[succ] = tasks[node.name]
-                else:
-                    self.start(succ)
+        if node.backend is not None:
+            self.model_nodes_left -= 1
         if len(self.results) == len(self.nodes) and not self.done.done():
             self.done.set_result(None)
-        return inline
 
-    def _cancel_losers(self, node: CompiledNode) -> None:
-        """An "any" join has started: inputs still running that nobody else waits for are
-        cancelled (hedged requests), and reported as skipped."""
-        for pred in node.preds:
-            task = self.tasks.get(pred)
-            if pred in self.results or task is None or task.done():
+    def _drop_losers(self) -> None:
+        """An "any" join has started. Every unfinished node whose successors have all
+        started (or are dropped too) can no longer change the answer: it lost the race.
+        Record it as skipped now and cancel its task (hedged requests)."""
+        dropped: set[str] = set()
+        for name in reversed(self.order):
+            if name in self.results or name == self.output:
                 continue
-            if all(s in self.tasks for s in self.nodes[pred].succs):
-                self.losers.add(pred)
+            node = self.nodes[name]
+            if all(s in self.started or s in dropped for s in node.succs):
+                dropped.add(name)
+        for name in self.order:  # inputs first, as if they had finished in that order
+            if name not in dropped:
+                continue
+            node = self.nodes[name]
+            running = name in self.started
+            msg = Message(name, node.spec.role, skipped=True, lost_race=True)
+            self.record(node, msg, self.started.get(name, perf_counter()), ())
+            task = self.tasks.get(name)
+            if running and task is not None and not task.done():
                 task.cancel()
 
     async def abort(self, reason: BaseException | None) -> None:
-        """Cancel unfinished nodes; with a ``reason`` record them as failed with it."""
-        live = [t for t in self.tasks.values() if not t.done()]
+        """Cancel unfinished nodes (waiting at most ``ABANDON_AFTER_S`` for roles that
+        ignore cancellation); with a ``reason`` record them as failed with it."""
+        live = [t for t in set(self.tasks.values()) if not t.done()]
         for task in live:
             task.cancel()
-        await asyncio.gather(*live, return_exceptions=True)
+        if live:
+            await asyncio.wait(live, timeout=ABANDON_AFTER_S)
+        self.closed = True
         if reason is None:
             return
         for name, node in self.nodes.items():
             if name not in self.results:
                 started = self.started.get(name, perf_counter())
-                msg = Message(name, node.spec.role, error=reason)
-                self.results[name] = NodeResult(
-                    name,
-                    node.spec.role,
-                    node.model,
-                    node.preds,
-                    msg,
-                    started - self.t0,
-                    perf_counter() - self.t0,
-                    (),
-                )
+                self.record(node, Message(name, node.spec.role, error=reason), started, ())
 
 
 async def execute(
@@ -509,18 +662,27 @@ async def execute(
     cache: CallCache | None = None,
     budget: Budget | None = None,
     follow_routes: bool = True,
+    opening: Awaitable[None] | None = None,
 ) -> RunResult:
-    run = _Run(nodes, question, task, cache, budget)
+    """Run the compiled graph on ``question``. ``opening`` (loading or connecting the
+    backends) is awaited first, inside the run's time limit."""
+    run = _Run(nodes, order, output, question, task, cache, budget)
     run.follow_routes = follow_routes
     latency_s = budget.latency_s if budget is not None else None
     limit = min((t for t in (timeout_s, latency_s) if t is not None), default=None)
-    for name in order:
-        if not nodes[name].preds:
-            run.start(name)
+    scope = asyncio.timeout(limit)
     try:
-        async with asyncio.timeout(limit):
+        async with scope:
+            if opening is not None:
+                await opening
+            for name in order:
+                if not nodes[name].preds:
+                    run.start(name)
             await run.done
     except TimeoutError:
+        if not scope.expired():
+            await run.abort(None)
+            raise
         assert limit is not None
         reason: Exception
         if limit == latency_s:
@@ -533,6 +695,9 @@ async def execute(
         await run.abort(None)
         raise
     finally:
+        run.closed = True
         run.watchdog.close()
     ordered = {name: run.results[name] for name in order}
-    return RunResult(question, output, ordered, Trace(tuple(run.trace)), perf_counter() - run.t0)
+    trace = Trace(tuple(run.trace))
+    wall = perf_counter() - run.t0
+    return RunResult(question, output, ordered, trace, wall, run.ledger.overrun)

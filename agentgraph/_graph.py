@@ -105,7 +105,6 @@ class Graph:
         ``RunResult.failed`` and ``RunResult.raise_for_status()``. ``timeout_s`` bounds the
         whole run; nodes still running then are cancelled and reported as failed.
         ``budget`` replaces the graph's own budget for this run."""
-        await self.aopen()
         return await execute(
             self._nodes,
             self._order,
@@ -115,6 +114,7 @@ class Graph:
             timeout_s=timeout_s,
             cache=self.cache,
             budget=budget if budget is not None else self._spec.budget,
+            opening=self.aopen(),
         )
 
     async def aestimate(

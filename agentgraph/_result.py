@@ -7,23 +7,33 @@ path; treat them as read-only.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ._errors import RunFailed
-from ._model import CompletionRequest
-from ._role import Message
+import pydantic
 
-__all__ = ["NodeResult", "RunResult", "Trace", "TraceRecord"]
+from ._errors import BudgetExceeded, RunFailed
+from ._model import ChatMessage, CompletionRequest
+from ._role import Message
+from ._spec import Sampling
+
+__all__ = ["NodeResult", "RunResult", "Trace", "TraceRecord", "read_trace"]
 
 
 @dataclass(slots=True)
 class TraceRecord:
     """One model call of one node, with all its attempts. Times are seconds since the run
-    started; ``latency_s`` runs from first dispatch to return (retries and backoff included,
-    slot queueing not: that is ``queued_s``). A cache hit costs 0 tokens and 0 money."""
+    started.
+
+    ``prompt_tokens``, ``completion_tokens``, ``cost`` and ``latency_s`` are the call's true
+    figures: for a cache hit (``cached``), those of the call when it was made, so a search
+    sees what a graph really costs. ``elapsed_s`` is what this run waited for it (first
+    dispatch to return, retries and backoff included, slot queueing not: that is
+    ``queued_s``; for a hit, the lookup). ``charged_tokens`` and ``charged_cost`` are what the
+    budget ledger charged: 0 for a hit, the whole reservation for an attempt that failed or
+    whose usage the backend could not tell (``usage_known`` false)."""
 
     node: str
     model: str
@@ -40,6 +50,10 @@ class TraceRecord:
     cached: bool = False
     finish_reason: str | None = None
     error: str | None = None
+    elapsed_s: float = 0.0
+    charged_tokens: int = 0
+    charged_cost: float = 0.0
+    usage_known: bool = True
 
     @property
     def tokens(self) -> int:
@@ -58,15 +72,50 @@ class TraceRecord:
             "output": self.output,
             "started_s": round(self.started_s, 6),
             "latency_s": round(self.latency_s, 6),
+            "elapsed_s": round(self.elapsed_s, 6),
             "queued_s": round(self.queued_s, 6),
             "attempts": self.attempts,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "cost": self.cost,
+            "charged_tokens": self.charged_tokens,
+            "charged_cost": self.charged_cost,
+            "usage_known": self.usage_known,
             "cached": self.cached,
             "finish_reason": self.finish_reason,
             "error": self.error,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TraceRecord:
+        """The inverse of :meth:`to_dict`; the request's key is checked against
+        ``request_key``, so a record edited by hand cannot replay under a wrong key."""
+        request = CompletionRequest(
+            tuple(ChatMessage(m["role"], m["content"]) for m in data["messages"]),
+            Sampling.model_validate(data.get("sampling", {})),
+            int(data.get("sample_index", 0)),
+        )
+        if "request_key" in data and request.key() != data["request_key"]:
+            raise ValueError("request_key does not match the recorded messages and sampling")
+        fields = {k: data[k] for k in _RECORD_FIELDS if k in data}
+        return cls(request=request, **fields)
+
+
+_RECORD_FIELDS = tuple(f for f in TraceRecord.__dataclass_fields__ if f != "request")
+
+
+def read_trace(path: str | Path) -> Iterator[TraceRecord]:
+    """The records of a trace written by :meth:`Trace.to_jsonl`. A line that is not a
+    record raises ``ValueError`` naming the file and line."""
+    with Path(path).open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield TraceRecord.from_dict(json.loads(line))
+            except (ValueError, KeyError, TypeError, pydantic.ValidationError) as exc:
+                why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+                raise ValueError(f"{path}:{number}: not a trace record ({why})") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +135,23 @@ class Trace:
 
     @property
     def tokens(self) -> int:
-        return sum(r.tokens for r in self.records)
+        """Tokens charged (cache hits are free)."""
+        return sum(r.charged_tokens for r in self.records)
 
     @property
     def cost(self) -> float:
-        return sum(r.cost for r in self.records)
+        """Money charged (cache hits are free)."""
+        return sum(r.charged_cost for r in self.records)
+
+    @property
+    def uncached_tokens(self) -> int:
+        """Tokens the calls would have cost without the cache."""
+        return sum(r.tokens if r.cached else r.charged_tokens for r in self.records)
+
+    @property
+    def uncached_cost(self) -> float:
+        """Money the calls would have cost without the cache."""
+        return sum(r.cost if r.cached else r.charged_cost for r in self.records)
 
     def to_jsonl(self, path: str | Path) -> None:
         with Path(path).open("w", encoding="utf-8") as fh:
@@ -132,24 +193,39 @@ class NodeResult:
 
     @property
     def tokens(self) -> int:
-        return sum(c.tokens for c in self.calls)
+        """Tokens charged for this node's calls."""
+        return sum(c.charged_tokens for c in self.calls)
 
     @property
     def cost(self) -> float:
-        return sum(c.cost for c in self.calls)
+        """Money charged for this node's calls."""
+        return sum(c.charged_cost for c in self.calls)
+
+    @property
+    def uncached_latency_s(self) -> float:
+        """The node's latency had its cached calls taken their original time."""
+        saved = sum(c.latency_s - c.elapsed_s for c in self.calls if c.cached)
+        return self.latency_s + max(0.0, saved)
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
     """A finished run. Nodes that failed are listed in ``failed``; everything that finished
-    is kept. ``latency_s`` is the critical path of measured node latencies; ``wall_s`` is
-    the elapsed time of the whole run."""
+    is kept.
+
+    Spent figures: ``tokens`` and ``cost`` are what the budget ledger charged (cache hits
+    are free), ``latency_s`` the critical path of measured node latencies, ``wall_s`` the
+    elapsed time of the whole run. Would-be figures, as if no call had been cached:
+    ``uncached_tokens``, ``uncached_cost``, ``uncached_latency_s``. ``overrun`` is set when
+    the calls really used more than a hard budget (a backend answered past ``max_tokens``
+    or over-reported): every call after it was refused."""
 
     question: str
     output_node: str
     nodes: Mapping[str, NodeResult]
     trace: Trace
     wall_s: float
+    overrun: BudgetExceeded | None = None
 
     @property
     def output(self) -> Message:
@@ -181,10 +257,26 @@ class RunResult:
         return self.trace.cost
 
     @property
+    def uncached_tokens(self) -> int:
+        return self.trace.uncached_tokens
+
+    @property
+    def uncached_cost(self) -> float:
+        return self.trace.uncached_cost
+
+    @property
     def latency_s(self) -> float:
+        return self._path(lambda r: r.latency_s)
+
+    @property
+    def uncached_latency_s(self) -> float:
+        return self._path(lambda r: r.uncached_latency_s)
+
+    def _path(self, took: Callable[[NodeResult], float]) -> float:
+        # Nodes cancelled because they lost a race took no part in the answer.
+        nodes = {n: r for n, r in self.nodes.items() if not r.message.lost_race}
         return critical_path(
-            {n: r.latency_s for n, r in self.nodes.items()},
-            {n: r.inputs for n, r in self.nodes.items()},
+            {n: took(r) for n, r in nodes.items()}, {n: r.inputs for n, r in nodes.items()}
         )
 
     def raise_for_status(self) -> RunResult:

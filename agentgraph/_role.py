@@ -1,4 +1,4 @@
-"""Roles: what a node does with its inputs.
+"""Roles: what a node does with its inputs, and what it sees while it runs.
 
 A role is constructed once per node when a graph is built (so bad parameters or prompt
 placeholders fail at load time, located in the YAML file) and its ``run`` is awaited once
@@ -8,29 +8,37 @@ per execution with the messages of the node's predecessors, failed ones included
 from __future__ import annotations
 
 import abc
-import difflib
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 
-from ._errors import GraphValidationError
-from ._spec import NodeSpec
+from ._errors import BackendError, GraphValidationError, validation_error
+from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend
+from ._spec import NodeSpec, Sampling, TaskKind
 
-if TYPE_CHECKING:
-    from ._executor import NodeContext
-
-__all__ = ["Message", "Role"]
+__all__ = ["Message", "NodeContext", "Role"]
 
 
 @dataclass(slots=True)
 class Message:
-    """The output of one node. ``answer`` is the extracted final answer when the role has
-    one; ``error`` is set when the node failed, ``skipped`` when a router turned it off.
-    ``routes``, set by routers, names the successors that should run; the others see this
-    message as skipped. Several successors read the same message: treat it as read-only."""
+    """The output of one node. Several successors read the same message: treat it as
+    read-only.
+
+    - ``answer``: the extracted final answer, when the role has one; ``content`` is what
+      a successor should read (the answer, else the text).
+    - ``error``: set when the node failed; ``skipped``: a router turned it off, or it lost
+      a ``first_finish`` race (``lost_race``).
+    - ``candidate``: the node whose answer this message carries (critics, verifiers,
+      routers and aggregators pass another node's answer on); None means this node's own.
+    - ``critique`` (critics), ``verdict`` and ``score`` in [0, 1] (verifiers),
+      ``decision`` (routers: the outcome taken) and ``routes`` (the successors that run;
+      the others see this message as skipped).
+    - ``parse_error``: what a role could not read in its model's reply (it fell back).
+    - ``data``: anything else a role wants to pass on (e.g. vote counts).
+    """
 
     node: str
     role: str
@@ -40,6 +48,13 @@ class Message:
     skipped: bool = False
     data: Mapping[str, Any] = field(default_factory=dict)
     routes: frozenset[str] | None = None
+    candidate: str | None = None
+    critique: str | None = None
+    verdict: bool | None = None
+    score: float | None = None
+    decision: str | None = None
+    parse_error: str | None = None
+    lost_race: bool = False
 
     @property
     def ok(self) -> bool:
@@ -49,6 +64,87 @@ class Message:
     def content(self) -> str:
         """What a successor should read: the extracted answer if any, else the text."""
         return self.answer if self.answer is not None else self.text
+
+    @property
+    def origin(self) -> str:
+        """The node whose answer this message carries."""
+        return self.candidate if self.candidate is not None else self.node
+
+
+Call = Callable[
+    ["NodeContext", Sequence[ChatMessage], "Sampling | None", int], Awaitable[Completion]
+]
+
+
+class NodeContext:
+    """What a role sees while it runs: the question, its node, and a model call.
+
+    In a run the executor builds it and :meth:`complete` goes through the call cache, the
+    budget ledger, the backend's slots, retries, time limits and the trace. Build one
+    yourself to unit-test a role; then :meth:`complete` calls ``backend`` directly::
+
+        ctx = NodeContext("What is 2 + 2?", backend=ScriptedBackend("Answer: 4"))
+        msg = await Proposer("p", NodeSpec(role="proposer", model="m")).run(ctx, [])
+    """
+
+    __slots__ = ("_backend", "_call", "_node", "_question", "_sampling", "_spec", "_task")
+
+    def __init__(
+        self,
+        question: str,
+        *,
+        node: str = "node",
+        spec: NodeSpec | None = None,
+        task: TaskKind = "text",
+        sampling: Sampling | None = None,
+        backend: ModelBackend | None = None,
+        call: Call | None = None,
+    ) -> None:
+        self._question = question
+        self._node = node
+        self._spec = spec if spec is not None else NodeSpec(role="role")
+        self._task: TaskKind = task
+        self._sampling = sampling if sampling is not None else self._spec.sampling
+        self._backend = backend
+        self._call = call
+
+    @property
+    def question(self) -> str:
+        return self._question
+
+    @property
+    def node(self) -> str:
+        return self._node
+
+    @property
+    def spec(self) -> NodeSpec:
+        return self._spec
+
+    @property
+    def sampling(self) -> Sampling:
+        """The node's effective sampling settings (its own over the graph defaults)."""
+        return self._sampling
+
+    @property
+    def task(self) -> TaskKind:
+        """The kind of task the graph solves; roles pick default prompts and parsers by it."""
+        return self._task
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        sampling: Sampling | None = None,
+        sample_index: int = 0,
+    ) -> Completion:
+        """Call this node's model with ``messages``; ``sampling`` is layered over the node's
+        settings, ``sample_index`` asks for a distinct sample of the same prompt."""
+        if self._call is not None:
+            return await self._call(self, messages, sampling, sample_index)
+        if self._backend is None:
+            raise BackendError(f"node {self._node!r} has no model", node=self._node)
+        eff = sampling.over(self._sampling) if sampling is not None else self._sampling
+        return await self._backend.complete(CompletionRequest(tuple(messages), eff, sample_index))
 
 
 class Role(abc.ABC):
@@ -72,17 +168,8 @@ class Role(abc.ABC):
             try:
                 self.params = self.Params.model_validate(spec.params)
             except pydantic.ValidationError as exc:
-                err = exc.errors()[0]
-                loc = tuple(err["loc"])
-                names = [f.alias or n for n, f in self.Params.model_fields.items()]
-                message = str(err["msg"])
-                if err["type"] == "extra_forbidden":
-                    close = difflib.get_close_matches(str(loc[0]), names, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    message = f"unknown param {loc[0]!r}{hint}"
-                raise GraphValidationError(
-                    f"{message}; valid params: {', '.join(names)}",
-                    path=("nodes", node, "params", *loc),
+                raise validation_error(
+                    exc, self.Params, path=("nodes", node, "params"), what="param"
                 ) from None
         elif spec.params:
             raise GraphValidationError(

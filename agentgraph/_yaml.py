@@ -6,17 +6,14 @@ every field sits, so both YAML syntax errors and schema errors report a location
 
 from __future__ import annotations
 
-import difflib
-import types
-import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import pydantic
 import yaml
 
-from ._errors import GraphValidationError, format_path
+from ._errors import GraphValidationError, format_path, validation_error
 from ._spec import SCHEMA_VERSION, GraphSpec
 
 __all__ = ["dump_spec", "load_spec", "loads_spec", "parse", "relocate", "spec_from_data"]
@@ -60,14 +57,8 @@ def spec_from_data(
     try:
         return GraphSpec.model_validate(data)
     except pydantic.ValidationError as exc:
-        errors = exc.errors()
-        # An unknown field is usually the typo behind a "missing field" reported beside it.
-        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        cause = (err.get("ctx") or {}).get("error")
-        if isinstance(cause, GraphValidationError):
-            raise _located(cause.message, cause.path, source, positions) from None
-        loc = tuple(err["loc"])
-        raise _located(_describe(err, loc), loc, source, positions) from None
+        err = validation_error(exc, GraphSpec)
+        raise _located(err.message, err.path, source, positions) from None
 
 
 def relocate(err: GraphValidationError, source: str, positions: Positions) -> GraphValidationError:
@@ -84,55 +75,6 @@ def _located(
         probe = probe[:-1]
     line, column = positions.get(probe, (None, None))
     return GraphValidationError(message, path=path, source=source, line=line, column=column)
-
-
-def _describe(err: Any, loc: _Path) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        valid = _fields_at(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown field {loc[-1]!r}; valid fields: {', '.join(valid)}{hint}"
-    if kind == "missing":
-        return f"missing required field {loc[-1]!r}"
-    value = err.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, (dict, list)) else ""
-    return f"{err['msg']}{shown}"
-
-
-def _fields_at(loc: _Path) -> list[str]:
-    """Names of the fields valid at ``loc`` within the GraphSpec schema."""
-    tp: Any = GraphSpec
-    for part in loc:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
-            field = next((f for n, f in tp.model_fields.items() if part in (n, f.alias)), None)
-            if field is None:
-                return []
-            tp = field.annotation
-        elif typing.get_origin(tp) in (dict, Mapping):
-            tp = typing.get_args(tp)[1]
-        else:
-            return []
-    tp = _unwrap(tp)
-    if isinstance(tp, type) and issubclass(tp, pydantic.BaseModel):
-        return [f.alias or n for n, f in tp.model_fields.items()]
-    return []
-
-
-def _unwrap(tp: Any) -> Any:
-    """Strip ``Optional``/``Annotated`` to the model type inside."""
-    while True:
-        origin = typing.get_origin(tp)
-        if origin is typing.Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
 
 
 class _Loader(yaml.SafeLoader):

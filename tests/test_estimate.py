@@ -93,7 +93,7 @@ nodes:
 output: b
 """
     graph = ag.loads(text)
-    profile = await ag.measure_profile(graph.backends["smol"], repeats=2)
+    profile = await ag.ameasure_profile(graph.backends["smol"], repeats=2)
     assert profile.prefill_tok_s > profile.decode_tok_s > 5
     store = ag.ProfileStore(tmp_path / "p.yaml")
     store.put(graph.backends["smol"].id, profile)

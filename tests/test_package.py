@@ -36,7 +36,7 @@ PUBLIC = {
     "LatencyProfile",
     "NodeEstimate",
     "ProfileStore",
-    "measure_profile",
+    "ameasure_profile",
     "Graph",
     "GraphSpec",
     "GraphValidationError",
