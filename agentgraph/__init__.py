@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from ._cache import CacheMode, CallCache
+from ._convert import spec_from_networkx, spec_to_networkx
 from ._errors import (
     AgentGraphError,
     BackendError,
@@ -30,7 +31,7 @@ from ._errors import (
     UpstreamFailed,
 )
 from ._estimate import Estimate, NodeEstimate, ProfileStore, ameasure_profile
-from ._graph import Graph, from_networkx, load, loads, to_networkx
+from ._graph import Graph, load, loads
 from ._model import (
     BackendBase,
     ChatMessage,
@@ -40,9 +41,10 @@ from ._model import (
     Usage,
     sample_seed,
 )
+from ._pool import ModelPool
 from ._registry import register_backend, register_role
 from ._resolve import file_fingerprint, resolve_model_path
-from ._result import NodeResult, RunResult, Trace, TraceRecord
+from ._result import NodeResult, RunResult, Trace, TraceRecord, read_trace
 from ._role import Message, NodeContext, Role
 from ._spec import (
     SCHEMA_VERSION,
@@ -59,7 +61,7 @@ from ._spec import (
     TimeoutPolicy,
 )
 from ._testing import ReplayBackend, ScriptedBackend
-from ._yaml import dump_spec, load_spec, loads_spec
+from ._yaml import dumps_spec, load_spec, loads_spec
 
 __version__ = "0.1.0"
 
@@ -87,6 +89,7 @@ __all__ = [
     "MissingDependency",
     "ModelBackend",
     "ModelNotFound",
+    "ModelPool",
     "ModelSpec",
     "NodeContext",
     "NodeEstimate",
@@ -112,19 +115,20 @@ __all__ = [
     "Usage",
     "__version__",
     "ameasure_profile",
-    "dump_spec",
+    "dumps_spec",
     "file_fingerprint",
-    "from_networkx",
     "load",
     "load_spec",
     "loads",
     "loads_spec",
+    "read_trace",
     "register_backend",
     "register_role",
     "resolve_model_path",
     "sample_seed",
     "schema_json",
-    "to_networkx",
+    "spec_from_networkx",
+    "spec_to_networkx",
 ]
 
 

@@ -165,9 +165,9 @@ async def _profile(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     spec = load_spec(args.graph)
     if args.yaml:
-        from ._yaml import dump_spec
+        from ._yaml import dumps_spec
 
-        print(dump_spec(spec), end="")
+        print(dumps_spec(spec), end="")
         return 0
     print(f"{spec.name}: {len(spec.nodes)} nodes, output {spec.output!r}")
     rows = [["node", "role", "model", "inputs"]]

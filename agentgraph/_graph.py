@@ -1,56 +1,80 @@
-"""``Graph``: a validated spec bound to roles and backends, ready to run.
+"""``Graph``: a validated spec bound to roles and backends, ready to run; and the loaders
+that make one from YAML.
 
-The three forms of a graph convert losslessly: YAML text, :class:`GraphSpec`, and a
-``networkx.DiGraph`` whose nodes carry their NodeSpec fields as attributes and whose edges
-carry ``index``, the position of the source in the target's ``inputs``.
+A graph spec, its YAML text and its ``networkx.DiGraph`` convert losslessly (``_yaml``,
+``_convert``). Functions that take or return a :class:`GraphSpec` say ``spec`` in their
+name (``load_spec``, ``dumps_spec``, ``spec_from_networkx``); those without it deal in
+runnable :class:`Graph` objects (``load``, ``loads``, ``Graph.from_networkx``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import networkx as nx
-import pydantic
+from typing import TYPE_CHECKING, Any
 
 from ._cache import CallCache
+from ._compile import build_backend, compile_nodes
+from ._convert import spec_from_networkx, spec_to_networkx
 from ._errors import GraphValidationError
 from ._estimate import DryRunBackend, Estimate, ProfileStore, summarize
-from ._executor import CompiledNode, execute
+from ._executor import execute
 from ._model import ModelBackend
-from ._registry import backends as backend_registry
-from ._registry import roles as role_registry
 from ._result import RunResult, TraceRecord
-from ._spec import Budget, GraphSpec, NodeSpec
-from ._yaml import Positions, dump_spec, parse, read_text, relocate, spec_from_data
+from ._spec import Budget, GraphSpec
+from ._yaml import Positions, dumps_spec, parse, read_text, relocate, spec_from_data
 
-__all__ = ["Graph", "from_networkx", "load", "loads", "to_networkx"]
+if TYPE_CHECKING:
+    import networkx as nx
+
+    from ._pool import ModelPool
+
+__all__ = ["Graph", "load", "loads"]
 
 
 class Graph:
-    """A runnable graph. ``backends`` overrides the backend of models by name (for tests,
-    or to share loaded models between graphs); ``base_dir`` anchors relative model paths."""
+    """A runnable graph.
+
+    Backends come, by model name, from ``backends`` (for tests, or to share loaded models),
+    else from ``pool`` (a :class:`ModelPool` shared by many graphs: its backends, slot
+    limits and cache), else are built from the spec. A graph closes only the backends it
+    built. ``cache`` defaults to the pool's; ``base_dir`` anchors relative model paths."""
 
     def __init__(
         self,
         spec: GraphSpec,
         *,
         backends: Mapping[str, ModelBackend] | None = None,
+        pool: ModelPool | None = None,
         base_dir: str | Path | None = None,
         cache: CallCache | None = None,
     ) -> None:
         self._spec = spec
-        self.cache = cache
+        self.cache = cache if cache is not None or pool is None else pool.cache
         self._opened: asyncio.AbstractEventLoop | None = None
         self._base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
-        self._backends = _build_backends(spec, dict(backends or {}), self._base_dir)
+        given = dict(backends or {})
+        undeclared = [name for name in given if name not in spec.models]
+        if undeclared:
+            raise GraphValidationError(
+                f"a backend was given for {undeclared[0]!r}, which the graph does not declare; "
+                f"declared models: {', '.join(repr(m) for m in spec.models) or '(none)'}"
+            )
+        self._backends: dict[str, ModelBackend] = {}
+        self._owned: list[ModelBackend] = []
+        for name, model in spec.models.items():
+            if name in given:
+                self._backends[name] = given[name]
+            elif pool is not None and name in pool:
+                self._backends[name] = pool.backend_for(name, model)
+            else:
+                self._backends[name] = backend = build_backend(name, model, self._base_dir)
+                self._owned.append(backend)
         self._order = spec.topological_order()
-        self._nodes = _compile(spec, self._backends, self._order)
+        self._nodes = compile_nodes(spec, self._backends, self._order)
 
     @property
     def spec(self) -> GraphSpec:
@@ -62,13 +86,13 @@ class Graph:
 
     @classmethod
     def from_networkx(cls, g: nx.DiGraph, **kwargs: Any) -> Graph:
-        return cls(from_networkx(g), **kwargs)
+        return cls(spec_from_networkx(g), **kwargs)
 
     def to_networkx(self) -> nx.DiGraph:
-        return to_networkx(self._spec)
+        return spec_to_networkx(self._spec)
 
     def to_yaml(self) -> str:
-        return dump_spec(self._spec)
+        return dumps_spec(self._spec)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
@@ -82,8 +106,10 @@ class Graph:
             self._opened = loop
 
     async def aclose(self) -> None:
+        """Close the backends this graph built; those given to it (``backends=``, a pool)
+        belong to whoever made them."""
         self._opened = None
-        await asyncio.gather(*(b.aclose() for b in self._backends.values()))
+        await asyncio.gather(*(b.aclose() for b in self._owned))
 
     async def __aenter__(self) -> Graph:
         await self.aopen()
@@ -181,83 +207,6 @@ class Graph:
         )
 
 
-def _build_backends(
-    spec: GraphSpec, given: dict[str, ModelBackend], base_dir: Path
-) -> dict[str, ModelBackend]:
-    out: dict[str, ModelBackend] = {}
-    for name, model in spec.models.items():
-        if name in given:
-            out[name] = given.pop(name)
-            continue
-        factory = backend_registry.get(model.backend)
-        if factory is None:
-            valid = ", ".join(repr(b) for b in backend_registry.names())
-            raise GraphValidationError(
-                f"unknown backend {model.backend!r}; valid backends: {valid}",
-                path=("models", name, "backend"),
-            )
-        out[name] = factory(name, model, base_dir)
-    if given:
-        extra = next(iter(given))
-        raise GraphValidationError(
-            f"a backend was given for {extra!r}, which the graph does not declare; "
-            f"declared models: {', '.join(repr(m) for m in spec.models) or '(none)'}"
-        )
-    return out
-
-
-def _compile(
-    spec: GraphSpec, backends: Mapping[str, ModelBackend], order: list[str]
-) -> dict[str, CompiledNode]:
-    succs: dict[str, list[str]] = {n: [] for n in order}
-    for name in order:
-        for src in spec.nodes[name].inputs:
-            succs[src].append(name)
-    # Critical-path priority: model work (1 per model node) from a node to the output.
-    work: dict[str, float] = {}
-    for name in reversed(order):
-        own = 1.0 if spec.nodes[name].model is not None else 0.0
-        work[name] = own + max((work[s] for s in succs[name]), default=0.0)
-    d = spec.defaults
-    compiled: dict[str, CompiledNode] = {}
-    for name in order:
-        node = spec.nodes[name]
-        role_cls = role_registry.get(node.role)
-        if role_cls is None:
-            valid = ", ".join(repr(r) for r in role_registry.names())
-            raise GraphValidationError(
-                f"unknown role {node.role!r}; valid roles: {valid}", path=("nodes", name, "role")
-            )
-        if role_cls.model_use == "required" and node.model is None:
-            raise GraphValidationError(
-                f"role {node.role!r} needs a model; declared models: "
-                f"{', '.join(repr(m) for m in spec.models) or '(none)'}",
-                path=("nodes", name),
-            )
-        if role_cls.model_use == "none" and node.model is not None:
-            raise GraphValidationError(
-                f"role {node.role!r} calls no model; remove 'model'", path=("nodes", name, "model")
-            )
-        role = role_cls(name, node)
-        role.check_successors(tuple(succs[name]))
-        compiled[name] = CompiledNode(
-            name=name,
-            spec=node,
-            role=role,
-            model=node.model,
-            backend=backends[node.model] if node.model is not None else None,
-            sampling=node.sampling.over(d.sampling),
-            retry=node.retry.over(d.retry) if node.retry is not None else d.retry,
-            timeout=node.timeout.over(d.timeout) if node.timeout is not None else d.timeout,
-            preds=node.inputs,
-            succs=tuple(succs[name]),
-            join_any=role_cls.join == "any",
-            cache=node.cache if node.cache is not None else d.cache,
-            priority=-work[name],
-        )
-    return compiled
-
-
 def load(path: str | Path, **kwargs: Any) -> Graph:
     """Load a YAML graph file; relative model paths resolve against its folder."""
     kwargs.setdefault("base_dir", Path(path).parent)
@@ -265,7 +214,7 @@ def load(path: str | Path, **kwargs: Any) -> Graph:
 
 
 def loads(text: str, *, source: str = "<string>", **kwargs: Any) -> Graph:
-    """Build a graph from YAML text."""
+    """Build a graph from YAML text (``kwargs`` as for :class:`Graph`)."""
     data, positions = parse(text, source)
     spec = spec_from_data(data, source=source, positions=positions)
     return _build_located(spec, source, positions, kwargs)
@@ -280,40 +229,3 @@ def _build_located(
         if exc.source is not None:
             raise
         raise relocate(exc, source, positions) from None
-
-
-def to_networkx(spec: GraphSpec) -> nx.DiGraph:
-    g = nx.DiGraph()
-    g.graph.update({k: getattr(spec, k) for k in _set_fields(spec) if k != "nodes"})
-    for name, node in spec.nodes.items():
-        g.add_node(name, **{k: getattr(node, k) for k in _set_fields(node) if k != "inputs"})
-    for name, node in spec.nodes.items():
-        for i, src in enumerate(node.inputs):
-            g.add_edge(src, name, index=i)
-    return g
-
-
-def from_networkx(g: nx.DiGraph) -> GraphSpec:
-    """The inverse of :func:`to_networkx`. Edges without ``index`` come after indexed ones,
-    in edge order, so a graph edited by hand or by the search stays valid."""
-    nodes: dict[str, NodeSpec | dict[str, Any]] = {}
-    for name, attrs in g.nodes(data=True):
-        in_edges = list(g.in_edges(name, data=True))
-        ranked = sorted(
-            range(len(in_edges)),
-            key=lambda i: (in_edges[i][2].get("index", math.inf), i),
-        )
-        fields = dict(attrs)
-        if in_edges:
-            fields["inputs"] = tuple(in_edges[i][0] for i in ranked)
-        nodes[str(name)] = fields
-    data = {**g.graph, "nodes": nodes}
-    try:
-        return GraphSpec.model_validate(data)
-    except pydantic.ValidationError:
-        return spec_from_data(data, source="<networkx graph>")
-
-
-def _set_fields(model: pydantic.BaseModel) -> list[str]:
-    names = type(model).model_fields
-    return [n for n in names if n in model.model_fields_set]

@@ -9,12 +9,15 @@ merge node over graph defaults by the fields a document actually sets, so an exp
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NoReturn, Self, TypeVar
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ._errors import GraphValidationError
 
@@ -43,8 +46,78 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _refuse(*_args: object, **_kwargs: object) -> NoReturn:
+    raise TypeError("specs are immutable; make a changed copy with model_copy(update=...)")
+
+
+class FrozenDict(dict[K, V]):
+    """The dicts inside a spec: reading works as for any dict, changing raises TypeError
+    (a spec is shared by every graph built from it)."""
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+
+class FrozenList(list[V]):
+    """The lists inside a spec's free-form ``options`` and ``params``, read-only likewise."""
+
+    __setitem__ = __delitem__ = append = extend = insert = remove = pop = clear = _refuse
+    sort = reverse = _refuse  # type: ignore[assignment]
+    __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenList, (list(self),))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return FrozenList(_freeze(v) for v in value)
+    return value
+
+
+def _frozen_dict(value: dict[str, Any]) -> dict[str, Any]:
+    return _freeze(value)  # type: ignore[no-any-return]
+
+
 class _Frozen(BaseModel):
+    """Frozen, validated config. Equal (and hashed alike) when they set the same fields to
+    the same values: an explicit ``temperature: null`` overrides a default, an unset one
+    inherits it, so the two are not equal."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @functools.cached_property
+    def _canonical(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        data.pop("schema", None)  # one possible value: whether it was written says nothing
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    def fingerprint(self) -> str:
+        """A content hash that ignores key order and formatting (sha256, hex)."""
+        return hashlib.sha256(self._canonical.encode()).hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Frozen)
+        return self._canonical == other._canonical
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._canonical))
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("_canonical", None)  # the content may have changed
+        return copied
 
     def over(self, base: Self) -> Self:
         """These settings layered over ``base``: fields set here win, unset ones inherit."""
@@ -140,7 +213,9 @@ class ModelSpec(_Frozen):
     backend: str
     path: str | None = None
     model: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Annotated[dict[str, Any], AfterValidator(_frozen_dict)] = Field(
+        default_factory=FrozenDict
+    )
     price: Price = Price()
     profile: LatencyProfile | None = None
     slots: Annotated[int, Field(ge=1)] | None = None
@@ -155,7 +230,9 @@ class NodeSpec(_Frozen):
     prompt: str | None = None
     system: str | None = None
     sampling: Sampling = Sampling()
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: Annotated[dict[str, Any], AfterValidator(_frozen_dict)] = Field(
+        default_factory=FrozenDict
+    )
     retry: RetryPolicy | None = None
     timeout: TimeoutPolicy | None = None
     cache: bool | None = None
@@ -177,9 +254,11 @@ class GraphSpec(_Frozen):
     name: str = "graph"
     description: str | None = None
     task: TaskKind = "text"
-    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    models: Annotated[dict[str, ModelSpec], AfterValidator(_frozen_dict)] = Field(
+        default_factory=FrozenDict
+    )
     defaults: Defaults = Defaults()
-    nodes: dict[str, NodeSpec]
+    nodes: Annotated[dict[str, NodeSpec], AfterValidator(_frozen_dict)]
     output: str
     budget: Budget | None = None
 
@@ -199,7 +278,7 @@ def _dependency_graph(nodes: Mapping[str, NodeSpec]) -> nx.DiGraph:
     return g
 
 
-def _options(kind: str, valid: Iterable[str], value: str) -> str:
+def options_hint(kind: str, valid: Iterable[str], value: str) -> str:
     valid = list(valid)
     listed = ", ".join(repr(v) for v in valid) if valid else "(none defined)"
     close = difflib.get_close_matches(value, valid, n=1)
@@ -223,7 +302,7 @@ def check_graph(spec: GraphSpec) -> None:
     for name, node in nodes.items():
         if node.model is not None and node.model not in models:
             raise GraphValidationError(
-                f"unknown model {node.model!r}; {_options('models', models, node.model)}",
+                f"unknown model {node.model!r}; {options_hint('models', models, node.model)}",
                 path=("nodes", name, "model"),
             )
         seen: set[str] = set()
@@ -235,7 +314,7 @@ def check_graph(spec: GraphSpec) -> None:
             if src not in nodes:
                 valid = [n for n in nodes if n != name]
                 raise GraphValidationError(
-                    f"unknown node {src!r}; {_options('nodes', valid, src)}",
+                    f"unknown node {src!r}; {options_hint('nodes', valid, src)}",
                     path=("nodes", name, "inputs", i),
                 )
             if src in seen:
@@ -245,7 +324,7 @@ def check_graph(spec: GraphSpec) -> None:
             seen.add(src)
     if spec.output not in nodes:
         raise GraphValidationError(
-            f"output node {spec.output!r} is not defined; {_options('nodes', nodes, spec.output)}",
+            f"output node {spec.output!r} is not defined; {options_hint('nodes', nodes, spec.output)}",
             path=("output",),
         )
     g = _dependency_graph(nodes)

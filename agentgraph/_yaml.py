@@ -16,7 +16,7 @@ import yaml
 from ._errors import GraphValidationError, format_path, validation_error
 from ._spec import SCHEMA_VERSION, GraphSpec
 
-__all__ = ["dump_spec", "load_spec", "loads_spec", "parse", "relocate", "spec_from_data"]
+__all__ = ["dumps_spec", "load_spec", "loads_spec", "parse", "relocate", "spec_from_data"]
 
 _Path = tuple[str | int, ...]
 Positions = dict[_Path, tuple[int, int]]
@@ -39,7 +39,8 @@ def loads_spec(text: str, *, source: str = "<string>") -> GraphSpec:
     return spec_from_data(data, source=source, positions=positions)
 
 
-def dump_spec(spec: GraphSpec) -> str:
+def dumps_spec(spec: GraphSpec) -> str:
+    """The spec as YAML text (fields left unset stay unset, so the round trip is exact)."""
     data = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
     data.pop("schema", None)
     return yaml.dump(

@@ -87,24 +87,24 @@ def specs(draw: st.DrawFn) -> ag.GraphSpec:
 @settings(max_examples=100, deadline=None)
 @given(specs())
 def test_yaml_round_trip_is_identity(spec: ag.GraphSpec) -> None:
-    text = ag.dump_spec(spec)
+    text = ag.dumps_spec(spec)
     back = ag.loads_spec(text)
     assert back == spec
     # the dump always states the schema version; everything else set stays set
     assert back.model_fields_set - {"schema_"} == spec.model_fields_set - {"schema_"}
-    assert ag.dump_spec(back) == text
+    assert ag.dumps_spec(back) == text
 
 
 @settings(max_examples=100, deadline=None)
 @given(specs())
 def test_networkx_round_trip_is_identity(spec: ag.GraphSpec) -> None:
-    g = ag.to_networkx(spec)
+    g = ag.spec_to_networkx(spec)
     assert isinstance(g, nx.DiGraph)
     assert nx.is_directed_acyclic_graph(g)
     assert set(g.nodes) == set(spec.nodes)
-    back = ag.from_networkx(g)
+    back = ag.spec_from_networkx(g)
     assert back == spec
-    assert ag.dump_spec(back) == ag.dump_spec(spec)
+    assert ag.dumps_spec(back) == ag.dumps_spec(spec)
 
 
 def test_networkx_edits_become_specs() -> None:
@@ -112,15 +112,15 @@ def test_networkx_edits_become_specs() -> None:
         "nodes:\n  a: {role: proposer}\n  b: {role: proposer}\n"
         "  c: {role: synthesizer, inputs: [b, a]}\noutput: c\n"
     )
-    g = ag.to_networkx(spec)
+    g = ag.spec_to_networkx(spec)
     assert [g.edges[e]["index"] for e in [("b", "c"), ("a", "c")]] == [0, 1]
     g.add_node("d", role="proposer")
     g.add_edge("d", "c")  # no index: goes after the indexed inputs
-    edited = ag.from_networkx(g)
+    edited = ag.spec_from_networkx(g)
     assert edited.nodes["c"].inputs == ("b", "a", "d")
     g.add_edge("c", "a")
     try:
-        ag.from_networkx(g)
+        ag.spec_from_networkx(g)
     except ag.GraphValidationError as exc:
         assert "cycle" in str(exc)
     else:
