@@ -27,7 +27,6 @@ import random
 import weakref
 from collections.abc import Awaitable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from time import perf_counter
 from typing import Any
 
 from ._budget import Ledger
@@ -195,7 +194,7 @@ class _Attempts:
 
     def __init__(self) -> None:
         self.count = 0
-        self.first = 0.0
+        self.first: float | None = None  # when the first attempt got its slot
         self.queued = 0.0
         self.charged_tokens = 0
         self.charged_cost = 0.0
@@ -245,7 +244,7 @@ class _NodeCalls:
             return (await self._dispatch(backend, request, None))[0]
         key = cache.key(backend.id, request)
         while True:
-            start = perf_counter()
+            start = run.clock()
             hit = await cache.alookup(key)
             if hit is not None:
                 return self._hit(request, hit, start)
@@ -306,7 +305,7 @@ class _NodeCalls:
         """Attempts until one succeeds: each waits for a slot, then reserves its budget.
         Returns the completion and the request as sent (capped by the budget, perhaps)."""
         node, run = self._node, self._run
-        pool = slot_pool(backend)
+        pool = run.pools[backend.resource]
         retry, call_s = node.retry, node.timeout.call_s
         tally = _Attempts()
         task = asyncio.current_task()
@@ -314,9 +313,9 @@ class _NodeCalls:
         sent = request
         while True:
             tally.count += 1
-            t_queue = perf_counter()
+            t_queue = run.clock()
             await pool.acquire(node.priority)
-            t_call = perf_counter()
+            t_call = run.clock()
             tally.queued += t_call - t_queue
             if tally.count == 1:
                 tally.first = t_call
@@ -388,7 +387,7 @@ class _NodeCalls:
         node, run = self._node, self._run
         backend = node.backend
         assert backend is not None and node.model is not None
-        now = perf_counter()
+        now = run.clock()
         usage = done.usage if done is not None else None
         known = usage is not None
         cached = done is not None and done.cached
@@ -398,14 +397,15 @@ class _NodeCalls:
             tally.charged_cost += cost
             if usage is None and done is not None:
                 usage = charged  # unknown: the reservation stands for it
-        elapsed = now - tally.first if tally.first else 0.0
+        first = tally.first if tally.first is not None else now
+        elapsed = now - first
         rec = TraceRecord(
             node=node.name,
             model=node.model,
             backend=backend.id,
             request=request,
             output=done.text if done is not None else None,
-            started_s=(tally.first or now) - run.t0,
+            started_s=first - run.t0,
             latency_s=done.latency_s if cached and done is not None else elapsed,
             queued_s=tally.queued,
             attempts=tally.count,
@@ -453,13 +453,21 @@ class _Run:
         self.cache = cache
         self.ledger = Ledger(budget)
         self.follow_routes = True
+        self.loop = asyncio.get_running_loop()
         self.model_nodes_left = sum(1 for n in nodes.values() if n.backend is not None)
+        # Every backend reaches its slot pool before any call, so backends sharing a
+        # resource settle its capacity (the smallest) first; the run holds its pools.
+        self.pools = {
+            n.backend.resource: slot_pool(n.backend) for n in nodes.values() if n.backend
+        }
 
         # Per identical call: [lowest index not known to be taken, indices taken].
         self.samples: dict[Hashable, _Taken] = {}
-        self.loop = asyncio.get_running_loop()
         self.watchdog = _Watchdog(self.loop)
-        self.t0 = perf_counter()
+        # The loop's clock, so that tests which fast-forward it (looptime) see consistent
+        # times; on a real loop it is time.monotonic().
+        self.clock = self.loop.time
+        self.t0 = self.clock()
         self.trace: list[TraceRecord] = []
         self.results: dict[str, NodeResult] = {}
         self.pending = {name: len(n.preds) for name, n in nodes.items()}
@@ -511,7 +519,7 @@ class _Run:
 
     async def _node(self, name: str) -> str | None:
         node = self.nodes[name]
-        started = perf_counter()
+        started = self.clock()
         self.started[name] = started
         calls = _NodeCalls(self, node)
         inputs = [self._input(p, name) for p in node.preds]
@@ -604,7 +612,7 @@ class _Run:
             node.preds,
             msg,
             started - t0,
-            perf_counter() - t0,
+            self.clock() - t0,
             tuple(calls),
         )
         if node.backend is not None:
@@ -629,7 +637,7 @@ class _Run:
             node = self.nodes[name]
             running = name in self.started
             msg = Message(name, node.spec.role, skipped=True, lost_race=True)
-            self.record(node, msg, self.started.get(name, perf_counter()), ())
+            self.record(node, msg, self.started.get(name, self.clock()), ())
             task = self.tasks.get(name)
             if running and task is not None and not task.done():
                 task.cancel()
@@ -647,7 +655,7 @@ class _Run:
             return
         for name, node in self.nodes.items():
             if name not in self.results:
-                started = self.started.get(name, perf_counter())
+                started = self.started.get(name, self.clock())
                 self.record(node, Message(name, node.spec.role, error=reason), started, ())
 
 
@@ -686,7 +694,7 @@ async def execute(
         assert limit is not None
         reason: Exception
         if limit == latency_s:
-            spent = perf_counter() - run.t0
+            spent = run.clock() - run.t0
             reason = BudgetExceeded("latency", spent=spent, limit=limit, node=output)
         else:
             reason = NodeTimeout(f"run time limit of {limit:g}s reached", node=output)
@@ -699,5 +707,5 @@ async def execute(
         run.watchdog.close()
     ordered = {name: run.results[name] for name in order}
     trace = Trace(tuple(run.trace))
-    wall = perf_counter() - run.t0
+    wall = run.clock() - run.t0
     return RunResult(question, output, ordered, trace, wall, run.ledger.overrun)
