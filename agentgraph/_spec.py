@@ -59,7 +59,7 @@ class FrozenDict(dict[K, V]):
     (a spec is shared by every graph built from it)."""
 
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
-    __ior__ = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FrozenDict, (dict(self),))
@@ -69,8 +69,8 @@ class FrozenList(list[V]):
     """The lists inside a spec's free-form ``options`` and ``params``, read-only likewise."""
 
     __setitem__ = __delitem__ = append = extend = insert = remove = pop = clear = _refuse
-    sort = reverse = _refuse  # type: ignore[assignment]
-    __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+    sort = reverse = _refuse
+    __iadd__ = __imul__ = _refuse
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FrozenList, (list(self),))
@@ -324,7 +324,8 @@ def check_graph(spec: GraphSpec) -> None:
             seen.add(src)
     if spec.output not in nodes:
         raise GraphValidationError(
-            f"output node {spec.output!r} is not defined; {options_hint('nodes', nodes, spec.output)}",
+            f"output node {spec.output!r} is not defined; "
+            + options_hint("nodes", nodes, spec.output),
             path=("output",),
         )
     g = _dependency_graph(nodes)

@@ -182,7 +182,9 @@ nodes:
 output: first
 """
     cache = ag.CallCache(tmp_path / "calls.sqlite")
-    backend = ag.ScriptedBackend("Answer: 7", latency_s=lambda r: 0.5 if r.sampling.temperature else 0.01)
+    backend = ag.ScriptedBackend(
+        "Answer: 7", latency_s=lambda r: 0.5 if r.sampling.temperature else 0.01
+    )
     for _ in range(2):
         graph = ag.loads(text, backends={"m": backend}, cache=cache)
         async with asyncio.timeout(BOUND_S):
