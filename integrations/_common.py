@@ -3,7 +3,8 @@
 - :class:`PerLoop`: one client per running event loop. ``Graph.run`` calls ``asyncio.run``
   each time, and a connection pool bound to a closed loop cannot be used again.
 - API keys read from the environment, and kept out of every message.
-- Option validation with errors that name the field and the valid options.
+- Option validation through the core's one formatter (:func:`validation_error`): errors
+  name the field, the valid options and the closest one to a typo.
 - HTTP failures mapped onto the agentgraph exception tree: what a retry may cure
   (overload, lost connection, a garbled body) is a :class:`TransientBackendError`.
 """
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import difflib
 import os
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
@@ -21,6 +21,7 @@ import httpx
 import pydantic
 
 from agentgraph import (
+    BackendBase,
     BackendError,
     BackendTimeout,
     ChatMessage,
@@ -28,6 +29,7 @@ from agentgraph import (
     Price,
     TransientBackendError,
 )
+from agentgraph._errors import validation_error
 
 T = TypeVar("T")
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -65,35 +67,12 @@ def check_url(value: str) -> str:
 
 
 def validate_options(cls: type[M], data: Mapping[str, Any]) -> M:
-    """``data`` as ``cls``; problems become GraphValidationError at ``("options", field)``."""
+    """``data`` as ``cls``; problems become GraphValidationError at ``("options", field)``,
+    naming the valid options (and the closest one to a typo)."""
     try:
         return cls.model_validate(dict(data))
     except pydantic.ValidationError as exc:
-        errors = exc.errors()
-        # An unknown option is usually the typo behind a "missing option" reported beside it.
-        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        loc = tuple(err["loc"])
-        fields = cls.model_fields
-        if len(loc) > 1:  # inside a nested model: list its fields
-            parent: Any = fields.get(str(loc[0]))
-            sub = parent.annotation if parent is not None else None
-            if isinstance(sub, type) and issubclass(sub, pydantic.BaseModel):
-                fields = sub.model_fields
-        valid = sorted(fields, key=lambda n: not fields[n].is_required())  # required first
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            msg = f"unknown option {loc[-1]!r}{hint}"
-        elif err["type"] == "missing":
-            msg = f"missing required option {loc[-1]!r}"
-        elif err["type"] == "value_error":  # ours: they quote the value only when safe to
-            msg = str(err["ctx"]["error"])
-        else:
-            value = err.get("input")
-            msg = f"{err['msg']} (got {value!r})"
-        raise GraphValidationError(
-            f"{msg}; valid options: {', '.join(valid)}", path=("options", *loc)
-        ) from None
+        raise validation_error(exc, cls, path=("options",), what="option") from None
 
 
 def in_model(exc: GraphValidationError, name: str) -> GraphValidationError:
@@ -199,8 +178,9 @@ class PerLoop(Generic[T]):
 C = TypeVar("C")
 
 
-class RemoteBackend(Generic[C]):
-    """What the HTTP backends share: identity, slots, price, and a client per loop."""
+class RemoteBackend(BackendBase, Generic[C]):
+    """What the HTTP backends share beyond :class:`BackendBase`: a client per loop, made
+    by ``aopen`` (or the first call) and closed by ``aclose``."""
 
     def __init__(
         self,
@@ -212,27 +192,8 @@ class RemoteBackend(Generic[C]):
     ) -> None:
         if slots is not None and slots < 1:
             raise GraphValidationError(f"'slots' must be >= 1, got {slots!r}", path=("slots",))
-        self._id = id
-        self._resource = resource
+        super().__init__(id, slots=slots or DEFAULT_SLOTS, price=price, resource=resource)
         self._clients = clients
-        self._slots = slots or DEFAULT_SLOTS
-        self._price = price or Price()
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def slots(self) -> int:
-        return self._slots
-
-    @property
-    def resource(self) -> Hashable:
-        return self._resource
-
-    @property
-    def price(self) -> Price:
-        return self._price
 
     async def aopen(self) -> None:
         # Only makes the client: a network probe here would fail the whole run instead
@@ -241,9 +202,6 @@ class RemoteBackend(Generic[C]):
 
     async def aclose(self) -> None:
         await self._clients.aclose()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self._id} slots={self._slots}>"
 
 
 def _seconds(retry_after: str | None) -> float | None:

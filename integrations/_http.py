@@ -8,8 +8,11 @@ item), so the server applies its own default; every other string is sent as writ
 ``{role, content}`` objects.
 
 ``response`` names where the answer sits in the JSON reply, as dotted paths with list
-indexes (``choices.0.text``). Without ``prompt_tokens``/``completion_tokens`` paths the
-calls count 0 tokens.
+indexes (``choices.0.text``). Usage is known only when both ``prompt_tokens`` and
+``completion_tokens`` are configured and hold counts in the reply: otherwise (a path not
+configured, absent from the reply, or null) the completion has ``usage=None`` and the
+budget ledger charges the call's whole reservation (prompt bound + ``max_tokens``), never 0.
+``{seed}`` is :func:`agentgraph.sample_seed` of the seed and the call's sample index.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from agentgraph import (
     ModelSpec,
     Price,
     Usage,
+    sample_seed,
 )
 
 from ._common import (
@@ -240,7 +244,7 @@ class HttpBackend(RemoteBackend[httpx.AsyncClient]):
             if value is not None:
                 values[name] = value
         if s.seed is not None:
-            values["seed"] = s.seed + request.sample_index
+            values["seed"] = sample_seed(s.seed, request.sample_index)
         if s.stop:
             values["stop"] = list(s.stop)
         return values
@@ -282,9 +286,9 @@ class HttpBackend(RemoteBackend[httpx.AsyncClient]):
             raise EmptyCompletion(
                 f"{self.id} returned no text (finish_reason={finish!r})", backend=self.id
             )
-        usage = Usage(
-            self._count(data, paths.prompt_tokens), self._count(data, paths.completion_tokens)
-        )
+        prompt = self._count(data, paths.prompt_tokens)
+        completion = self._count(data, paths.completion_tokens)
+        usage = Usage(prompt, completion) if prompt is not None and completion is not None else None
         return Completion(text, usage, latency_s=perf_counter() - start, finish_reason=finish)
 
     def _find(self, data: Any, path: str | None) -> Any:
@@ -297,10 +301,17 @@ class HttpBackend(RemoteBackend[httpx.AsyncClient]):
                 f"{self.id}: the response has no {path!r}: {exc}", backend=self.id
             ) from None
 
-    def _count(self, data: Any, path: str | None) -> int:
-        value = self._find(data, path)
+    def _count(self, data: Any, path: str | None) -> int | None:
+        """The token count at ``path``; None when it is not configured, not in the reply
+        or null (the call's usage is then unknown)."""
+        if path is None:
+            return None
+        try:
+            value = lookup(data, path)
+        except LookupError:
+            return None
         if value is None:
-            return 0
+            return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise BackendError(
                 f"{self.id}: {path!r} holds {value!r}, not a token count", backend=self.id

@@ -1,11 +1,23 @@
 """Any OpenAI-compatible chat server (OpenAI, vLLM, llama.cpp's server, ...) through the
 async client of the ``openai`` package (extra ``openai``), imported on first use.
 
-Token usage is what the server reports in ``usage``. When streaming, it is asked for with
-``stream_options: {include_usage: true}`` and read from the last chunk. A server that
-ignores that option (llama-cpp-python's does) gets an estimate instead: one completion
-token per streamed content chunk and **0 prompt tokens**, so budgets and costs then
-undercount the prompt. A non-streamed answer without ``usage`` counts 0 tokens.
+Identity: the backend id, which keys the call cache, is ``openai:<model>``: it names what
+is served, not where, so moving a server to another host or port keeps its cache. Give
+different models different served names. Slots belong to the server (``base_url``): the
+models served there share them.
+
+Token usage is what the server reports in ``usage``; when streaming, it is asked for with
+``stream_options: {include_usage: true}`` and read from the chunk that carries it. A reply
+without usage (a non-streamed answer without ``usage``, a stream without a usage chunk, as
+llama-cpp-python's server sends) has ``usage=None``: the budget ledger then charges the
+call's whole reservation (prompt bound + ``max_tokens``), never 0.
+
+A stream is closed as soon as the server sends more content chunks than ``max_tokens`` (or
+reports more completion tokens than that): it ignores the limit, and would otherwise run up
+the bill. Every content chunk carries at least one token, so a server that keeps the limit
+is never cut. The answer keeps the first ``max_tokens`` chunks, with
+``finish_reason="length"``; its usage is the server's last report, or None (the reservation
+is charged).
 
 The client never retries (``max_retries=0``): the executor owns retries, backoff and call
 timeouts, and sees a :class:`TransientBackendError` for anything a retry may cure.
@@ -35,6 +47,7 @@ from agentgraph import (
     Price,
     TransientBackendError,
     Usage,
+    sample_seed,
 )
 
 from ._common import (
@@ -119,7 +132,7 @@ class OpenAIBackend(RemoteBackend[Any]):
         self._key = api_key_from_env(self._opts.api_key_env)
         base = self._opts.base_url
         clients: PerLoop[Any] = PerLoop(self._make_client, _close_client)
-        super().__init__(f"openai:{base}:{model}", ("openai", base, model), clients, slots, price)
+        super().__init__(f"openai:{model}", ("openai", base), clients, slots, price)
 
     @classmethod
     def from_spec(cls, name: str, spec: ModelSpec, base_dir: Path) -> OpenAIBackend:
@@ -161,7 +174,7 @@ class OpenAIBackend(RemoteBackend[Any]):
             if value is not None:
                 params[name] = value
         if s.seed is not None:
-            params["seed"] = s.seed + request.sample_index
+            params["seed"] = sample_seed(s.seed, request.sample_index)
         if s.stop:
             params["stop"] = list(s.stop)
         # Not in the OpenAI API; llama.cpp and vLLM servers read them from the body.
@@ -180,7 +193,8 @@ class OpenAIBackend(RemoteBackend[Any]):
         start = perf_counter()
         try:
             if self._opts.stream:
-                text, usage, finish = await self._streamed(client, params)
+                limit = request.sampling.max_tokens
+                text, usage, finish = await self._streamed(client, params, limit)
             else:
                 text, usage, finish = await self._single(client, params)
         except Exception as exc:
@@ -197,22 +211,26 @@ class OpenAIBackend(RemoteBackend[Any]):
             )
         return Completion(text, usage, latency_s=perf_counter() - start, finish_reason=finish)
 
-    async def _single(self, client: Any, params: dict[str, Any]) -> tuple[str, Usage, str | None]:
+    async def _single(
+        self, client: Any, params: dict[str, Any]
+    ) -> tuple[str, Usage | None, str | None]:
         out = await client.chat.completions.create(**params)
         try:
             choice = out.choices[0]
             text = choice.message.content or ""
             finish = choice.finish_reason
-            usage = _usage(out.usage)
+            usage = _usage(getattr(out, "usage", None))
         except (AttributeError, IndexError, TypeError, ValueError):
             # Without strict validation the client hands back whatever the body held.
             shown = type(out).__name__ if not isinstance(out, str) else f"text {out[:60]!r}"
             raise malformed(self.id, f"no choices[0].message in {shown}") from None
         if not isinstance(text, str):
             raise malformed(self.id, f"message content is a {type(text).__name__}")
-        return text, usage or Usage(), finish
+        return text, usage, finish
 
-    async def _streamed(self, client: Any, params: dict[str, Any]) -> tuple[str, Usage, str | None]:
+    async def _streamed(
+        self, client: Any, params: dict[str, Any], max_tokens: int | None
+    ) -> tuple[str, Usage | None, str | None]:
         stream = await client.chat.completions.create(
             **params, stream=True, stream_options={"include_usage": True}
         )
@@ -230,9 +248,14 @@ class OpenAIBackend(RemoteBackend[Any]):
                         finish = choice.finish_reason or finish
                 except (AttributeError, TypeError, ValueError):
                     raise malformed(self.id, f"bad stream chunk {chunk!r:.80}") from None
+                if finish is None and _past(max_tokens, len(pieces), usage):
+                    # Still going past the limit: the server ignores it. Stop paying.
+                    del pieces[max_tokens:]
+                    finish = "length"
+                    break
         finally:
             await stream.close()
-        return "".join(pieces), usage or Usage(0, len(pieces)), finish
+        return "".join(pieces), usage, finish
 
     def _error(self, exc: Exception) -> BackendError | None:
         """``exc`` as an agentgraph error, or None to let it through (our own errors, bugs)."""
@@ -271,7 +294,19 @@ class OpenAIBackend(RemoteBackend[Any]):
         return None
 
 
+def _past(max_tokens: int | None, chunks: int, usage: Usage | None) -> bool:
+    """Whether a stream went past ``max_tokens``: every content chunk holds a token or more."""
+    if max_tokens is None:
+        return False
+    return chunks > max_tokens or (usage is not None and usage.completion_tokens > max_tokens)
+
+
 def _usage(raw: Any) -> Usage | None:
+    """The reported usage, or None when there is none (or a count is missing)."""
     if raw is None:
         return None
-    return Usage(int(raw.prompt_tokens or 0), int(raw.completion_tokens or 0))
+    prompt = getattr(raw, "prompt_tokens", None)
+    completion = getattr(raw, "completion_tokens", None)
+    if prompt is None or completion is None:
+        return None
+    return Usage(int(prompt), int(completion))

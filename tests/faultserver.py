@@ -3,21 +3,29 @@
 It runs in a thread on 127.0.0.1 (a free port). The ``model`` field of a request picks
 what happens to it:
 
-=================  ==============================================================
-``ok``, ``ok-*``   200, content ``Answer: 42``, usage; streams when asked (chunked)
-``echo``           200 whose content is the request body, as sorted JSON
-``empty``          200 with empty content
-``400``, ``500``   that status with a JSON error body
-``401``            401 quoting the Authorization header back, as some servers do
-``429``            429 with ``Retry-After: 1``
-``slow``           waits (up to 10 s) and counts the client hanging up in ``disconnects``
-``trickle``        streams one chunk, then waits like ``slow`` before the rest
-``wait-<ms>``      waits ``ms`` milliseconds, then answers as ``ok``
-``malformed``      200 whose body (or stream event) is not JSON
-``drop``           closes the connection without a response
-``truncate``       200 that ends mid-body (stream: after the first chunk)
-``flaky-<n>[-*]``  500 for the first ``n`` requests naming this model, then ``ok``
-=================  ==============================================================
+====================  ========================================================================
+``ok``, ``ok-*``      200, content ``Answer: 42``, usage; streams when asked (chunked)
+``echo``              200 whose content is the request body, as sorted JSON
+``empty``             200 with empty content
+``400``, ``500``      that status with a JSON error body
+``401``               401 quoting the Authorization header back, as some servers do
+``429``               429 with ``Retry-After: 1``
+``slow``              waits (up to 10 s) and counts the client hanging up in ``disconnects``
+``trickle``           streams one chunk, then waits like ``slow`` before the rest
+``wait-<ms>``         waits ``ms`` milliseconds, then answers as ``ok``
+``malformed``         200 whose body (or stream event) is not JSON
+``drop``              closes the connection without a response
+``truncate``          200 that ends mid-body (stream: after the first chunk)
+``truncate-<n>[-*]``  ``truncate`` for the first ``n`` requests naming this model, then ``ok``
+``flaky-<n>[-*]``     500 for the first ``n`` requests naming this model, then ``ok``
+``long``, ``long-*``  200 with ``LONG_WORDS`` words whatever ``max_tokens`` says, honest usage
+                      (a token per word); streams a word per chunk, pausing between chunks and
+                      stopping as soon as the client hangs up
+====================  ========================================================================
+
+Words of a dash-separated name change the usage of an answer: ``nousage`` leaves it out
+(no ``usage`` field; no usage chunk in a stream, even when asked for), ``overreport``
+claims ``OVERREPORTED`` completion tokens.
 
 Every response closes its connection, so stopping the server never waits on idle
 clients; every handler loop is bounded.
@@ -44,7 +52,11 @@ from typing import Any
 import agentgraph as ag
 
 ANSWER = ("Answer", ":", " 42")
+LONG_WORDS = 400
+LONG = ("Answer: 42.", *(f" word{i}" for i in range(1, LONG_WORDS)))
+OVERREPORTED = 1000
 SLOW_MAX_S = 10.0
+LONG_CHUNK_PAUSE_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -58,8 +70,10 @@ class Seen:
 
 class FaultServer:
     """``hits`` counts requests per model, ``seen`` keeps them, ``disconnects`` counts
-    clients that hung up while a handler waited, ``max_in_flight`` the most handlers
-    waiting at once (``slow``, ``wait-*``, ``trickle``)."""
+    clients that hung up while a handler waited or streamed ``long``, ``max_in_flight``
+    the most handlers waiting at once (``slow``, ``wait-*``, ``trickle``).
+    ``content_chunks`` counts the content chunks that ``long`` streams of each model sent
+    before they ended or were cut, ``sent_in_full`` those streams that were not cut."""
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
@@ -68,6 +82,8 @@ class FaultServer:
         self.errors: list[BaseException] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.content_chunks: Counter[str] = Counter()
+        self.sent_in_full: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
@@ -100,6 +116,7 @@ class FaultServer:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = False  # so server_close() joins them
+    request_queue_size = 64  # the default 5 drops connects of a wide graph: 1 s SYN retries
     owner: FaultServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -136,6 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, model: str, hit: int, body: dict[str, Any]) -> None:
         flaky = re.fullmatch(r"flaky-(\d+)(?:-.*)?", model)
         wait = re.fullmatch(r"wait-(\d+)", model)
+        cut = re.fullmatch(r"truncate-(\d+)(?:-.*)?", model)
         if model in ("400", "500") or (flaky and hit <= int(flaky.group(1))):
             status = 400 if model == "400" else 500
             self._json(status, {"error": {"message": f"injected {status}", "type": "fault"}})
@@ -159,6 +177,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._raw(200, b'{"choices": [{"message": {"content": "Ans', "application/json")
         elif model in ("truncate", "trickle"):
             self._answer(body, ANSWER, cut=model)
+        elif cut:
+            self._answer(body, ANSWER, cut="truncate" if hit <= int(cut.group(1)) else "")
+        elif model == "long" or model.startswith("long-"):
+            self._answer(body, LONG, cut="long")
         elif model == "echo":
             self._answer(body, (json.dumps(body, sort_keys=True),))
         elif model == "empty":
@@ -183,33 +205,43 @@ class _Handler(BaseHTTPRequestHandler):
     def _watch(self, seconds: float) -> bool:
         srv = self.server.owner
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and not srv.stopping.is_set():
-            readable, _, _ = select.select([self.connection], [], [], 0.02)
+        while (left := deadline - time.monotonic()) > 0 and not srv.stopping.is_set():
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.02))
             if readable:
                 try:
                     gone = not self.connection.recv(1, socket.MSG_PEEK)
                 except OSError:
                     gone = True
                 if gone:
-                    with srv.lock:
-                        srv.disconnects += 1
-                    self.close_connection = True
+                    self._hung_up()
                     return False
         return True
 
+    def _hung_up(self) -> None:
+        srv = self.server.owner
+        with srv.lock:
+            srv.disconnects += 1
+        self.close_connection = True
+
     def _answer(self, body: dict[str, Any], pieces: tuple[str, ...], cut: str = "") -> None:
         model = str(body.get("model"))
+        words = set(model.split("-"))
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body["messages"])
-        usage = {
+        completion_tokens = OVERREPORTED if "overreport" in words else len(pieces)
+        usage: dict[str, Any] | None = {
             "prompt_tokens": prompt_tokens,
-            "completion_tokens": len(pieces),
-            "total_tokens": prompt_tokens + len(pieces),
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
+        if "nousage" in words:
+            usage = None
         base = {"id": "fault-1", "created": 0, "model": model}
         if not body.get("stream"):
             message = {"role": "assistant", "content": "".join(pieces)}
             choice = {"index": 0, "message": message, "finish_reason": "stop"}
-            data = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            data = {**base, "object": "chat.completion", "choices": [choice]}
+            if usage is not None:
+                data["usage"] = usage
             blob = json.dumps(data).encode()
             self._raw(
                 200,
@@ -227,13 +259,31 @@ class _Handler(BaseHTTPRequestHandler):
                 "finish_reason": "stop" if last else None,
             }
             events.append({**base, "object": "chat.completion.chunk", "choices": [choice]})
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if usage is not None and (body.get("stream_options") or {}).get("include_usage"):
             events.append(
                 {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
             )
         lines = [b"data: " + json.dumps(e).encode() for e in events] + [b"data: [DONE]"]
         if cut == "truncate":
             self._stream(lines[:1], end=False)
+        elif cut == "long":
+            self._stream([], end=False)
+            srv = self.server.owner
+            for i, line in enumerate(lines):
+                # The pause lets a client that stops reading hang up before all is sent.
+                if not self._watch(LONG_CHUNK_PAUSE_S):
+                    return
+                try:
+                    self._chunks([line], end=False)
+                except ConnectionError:  # it hung up between the check and the write
+                    self._hung_up()
+                    return
+                if i < len(pieces):
+                    with srv.lock:
+                        srv.content_chunks[model] += 1
+            self._chunks([], end=True)
+            with srv.lock:
+                srv.sent_in_full[model] += 1
         elif cut == "trickle":
             self._stream(lines[:1], end=False)
             if self._wait(SLOW_MAX_S):

@@ -58,6 +58,7 @@ async def test_completions_endpoint_with_usage_paths(llama_url: str) -> None:
     finally:
         await backend.aclose()
     assert done.text.strip() and done.finish_reason in ("stop", "length")
+    assert done.usage is not None
     assert done.usage.prompt_tokens >= 5 and 1 <= done.usage.completion_tokens <= 8
     assert backend.id.startswith(f"http:{llama_url}/completions:")
 
@@ -116,7 +117,7 @@ async def test_the_template_is_filled_with_typed_values(faults: FaultServer) -> 
         ],
         "prompt": plain_prompt(messages),
         "params": {"max_tokens": 5, "temperature": 0.5},  # top_p and stop are unset
-        "seeds": [9, "fixed"],  # seed + sample_index; top_k unset
+        "seeds": [ag.sample_seed(7, 2), "fixed"],  # top_k unset
         "note": "say {prompt} as written",
         "n": 2,
         "flag": None,
@@ -161,6 +162,43 @@ async def test_a_missing_response_path_names_what_is_there(faults: FaultServer) 
     assert "'choices.0.message.text'" in str(err)
     assert "no key 'text' at 'choices.0.message'; keys there: 'role', 'content'" in str(err)
     assert result.answer == "42"
+
+
+@pytest.mark.parametrize(
+    ("model", "paths"),
+    [
+        ("ok", {"text": CHAT["text"]}),  # no token count paths configured
+        ("ok", {**CHAT, "prompt_tokens": None}),  # only one of them
+        ("ok-nousage", CHAT),  # configured, but the reply has no usage
+    ],
+)
+async def test_unknown_usage_is_none_not_zero(
+    faults: FaultServer, model: str, paths: dict[str, Any]
+) -> None:
+    backend = HttpBackend(
+        f"{faults.url}/chat/completions",
+        request={"model": model, "messages": "{messages}"},
+        response=paths,
+    )
+    try:
+        done = await backend.complete(request("one two three"))
+    finally:
+        await backend.aclose()
+    assert done.text == "Answer: 42" and done.usage is None  # the ledger charges the reservation
+
+
+async def test_a_token_count_that_is_not_a_count_fails_the_call(faults: FaultServer) -> None:
+    paths = {**CHAT, "completion_tokens": "choices.0.message.content"}
+    backend = HttpBackend(
+        f"{faults.url}/chat/completions",
+        request={"model": "ok", "messages": "{messages}"},
+        response=paths,
+    )
+    with pytest.raises(ag.BackendError, match="holds 'Answer: 42', not a token count"):
+        try:
+            await backend.complete(request("hi"))
+        finally:
+            await backend.aclose()
 
 
 async def test_calls_respect_slots(faults: FaultServer) -> None:
@@ -234,7 +272,8 @@ RESP = "response: {text: t}"
         (
             f"{URL}, response: {{txt: t}}",
             "models.m.options.response.txt",
-            "unknown option 'txt'; did you mean 'text'?; valid options: text, prompt_tokens",
+            "unknown option 'txt'; valid options: text, prompt_tokens, completion_tokens, "
+            "finish_reason; did you mean 'text'?",
         ),
         (
             f"{URL}, response: {{text: 'choices..text'}}",

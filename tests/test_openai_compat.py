@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import traceback
+from pathlib import Path
 
 import pytest
 from agentgraph.integrations import OpenAIBackend
@@ -16,7 +17,15 @@ import agentgraph as ag
 
 from . import llama_server
 from .conftest import request
-from .faultserver import FaultServer, assert_only_faulty_failed, fault_graph, run_bounded
+from .faultserver import (
+    LONG,
+    LONG_WORDS,
+    FaultServer,
+    assert_only_faulty_failed,
+    fault_graph,
+    run_bounded,
+    serving,
+)
 
 
 def openai_model(url: str, model: str, **options: object) -> str:
@@ -44,10 +53,10 @@ async def test_completion_reports_the_servers_usage(llama_url: str) -> None:
     finally:
         await backend.aclose()
     assert done.text.strip() and done.finish_reason in ("stop", "length")
-    assert 1 <= done.usage.completion_tokens <= 8
+    assert done.usage is not None and 1 <= done.usage.completion_tokens <= 8
     assert done.usage.prompt_tokens > 5
     assert done.latency_s > 0 and not done.cached
-    assert backend.id == f"openai:{llama_url}:smol" and backend.slots == 8
+    assert backend.id == "openai:smol" and backend.slots == 8
 
 
 async def test_streaming_gives_the_same_text(llama_url: str) -> None:
@@ -59,8 +68,8 @@ async def test_streaming_gives_the_same_text(llama_url: str) -> None:
     finally:
         await asyncio.gather(plain.aclose(), streamed.aclose())
     assert b.text == a.text and b.finish_reason == a.finish_reason
-    # llama-cpp-python's server ignores include_usage: one token per chunk, prompt unknown.
-    assert b.usage == ag.Usage(0, a.usage.completion_tokens)
+    # llama-cpp-python's server ignores include_usage: usage unknown, not guessed.
+    assert a.usage is not None and b.usage is None
 
 
 async def test_a_graph_runs_on_the_server(llama_url: str) -> None:
@@ -80,7 +89,7 @@ output: final
     assert result.answer and all(result.nodes[n].message.text for n in ("a", "b"))
     assert len(result.trace) == 3
     for rec in result.trace:
-        assert rec.backend == f"openai:{llama_url}:smol" and rec.attempts == 1
+        assert rec.backend == "openai:smol" and rec.attempts == 1
         assert rec.prompt_tokens > 5 and 1 <= rec.completion_tokens <= 12
     assert result.tokens == sum(r.prompt_tokens + r.completion_tokens for r in result.trace)
 
@@ -242,7 +251,7 @@ async def test_sampling_reaches_the_server(faults: FaultServer) -> None:
         "top_p": 0.9,
         "top_k": 20,
         "max_tokens": 7,
-        "seed": 12,  # seed + sample_index
+        "seed": ag.sample_seed(10, 2),
         "stop": ["\n"],
     }
     assert seen.body["messages"] == [{"role": "user", "content": "hi"}]
@@ -268,6 +277,92 @@ async def test_the_api_key_stays_secret(
     assert not [s for s in shown if key in s]
 
 
+# --- usage, max_tokens, identity, seeds ---------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_reply_without_usage_has_unknown_usage(faults: FaultServer, stream: bool) -> None:
+    # Not 0 tokens (nor, streamed, a token per chunk): the ledger charges the reservation.
+    backend = OpenAIBackend("ok-nousage", base_url=faults.url, stream=stream)
+    try:
+        done = await backend.complete(request("one two three"))
+    finally:
+        await backend.aclose()
+    assert done.text == "Answer: 42" and done.finish_reason == "stop"
+    assert done.usage is None
+
+
+async def test_a_stream_past_max_tokens_is_cut(faults: FaultServer) -> None:
+    # "long" sends LONG_WORDS chunks whatever max_tokens says.
+    backend = OpenAIBackend("long", base_url=faults.url, stream=True)
+    try:
+        async with asyncio.timeout(10):
+            done = await backend.complete(request("hi", max_tokens=16))
+    finally:
+        await backend.aclose()
+    assert done.text == "".join(LONG[:16]) and done.finish_reason == "length"
+    assert done.usage is None  # cut before the usage chunk: the reservation is charged
+    assert faults.wait_for_disconnects(1) == 1
+    assert not faults.sent_in_full and faults.content_chunks["long"] < LONG_WORDS
+
+
+async def test_a_stream_that_keeps_max_tokens_is_not_cut(faults: FaultServer) -> None:
+    backend = OpenAIBackend("ok", base_url=faults.url, stream=True)
+    try:
+        done = await backend.complete(request("one two three", max_tokens=3))  # 3 chunks
+    finally:
+        await backend.aclose()
+    assert done.text == "Answer: 42" and done.finish_reason == "stop"
+    assert done.usage == ag.Usage(3, 3)  # the usage chunk after the last content chunk
+
+
+async def test_the_cache_follows_the_model_not_the_port(
+    faults: FaultServer, tmp_path: Path
+) -> None:
+    def graph(url: str) -> ag.Graph:
+        text = f"""
+models:
+  m: {openai_model(url, "ok")}
+defaults:
+  sampling: {{max_tokens: 8, temperature: 0.0, seed: 1}}
+nodes:
+  p: {{role: proposer, model: m}}
+output: p
+"""
+        return ag.loads(text, cache=ag.CallCache(tmp_path / "calls.sqlite"))
+
+    with serving() as moved:  # the same model, served on another port
+        async with asyncio.timeout(30):
+            first = await graph(faults.url).arun("What is 6 * 7?")
+            again = await graph(moved.url).arun("What is 6 * 7?")
+    assert first.answer == again.answer == "42"
+    assert [r.cached for r in again.trace] == [True] and again.tokens == 0
+    assert faults.hits["ok"] == 1 and moved.hits["ok"] == 0
+    assert first.trace[0].backend == again.trace[0].backend == "openai:ok"
+
+
+def test_slots_belong_to_the_server() -> None:
+    a = OpenAIBackend("a", base_url="http://h:1/v1")
+    assert a.resource == OpenAIBackend("b", base_url="http://h:1/v1").resource
+    moved = OpenAIBackend("a", base_url="http://h:2/v1")
+    assert a.resource != moved.resource and a.id == moved.id == "openai:a"
+    assert isinstance(a, ag.BackendBase)
+
+
+async def test_each_sample_sends_its_own_seed(faults: FaultServer) -> None:
+    backend = OpenAIBackend("ok", base_url=faults.url)
+    calls = [(1, 0), (1, 1), (2, 0), (2, 1)]
+    try:
+        for seed, index in calls:
+            req = request("hi", seed=seed)
+            await backend.complete(ag.CompletionRequest(req.messages, req.sampling, index))
+    finally:
+        await backend.aclose()
+    sent = [s.body["seed"] for s in faults.seen]
+    assert sent == [ag.sample_seed(seed, index) for seed, index in calls]
+    assert sent[0] == 1 and len(set(sent)) == 4  # (1, 1) and (2, 0) are different draws
+
+
 # --- configuration ------------------------------------------------------------------
 
 
@@ -279,7 +374,8 @@ async def test_the_api_key_stays_secret(
         (
             "{backend: openai, model: s, options: {base_url: 'http://h/v1', strem: true}}",
             "models.m.options.strem",
-            "did you mean 'stream'?; valid options: base_url, api_key_env, headers",
+            "unknown option 'strem'; valid options: base_url, api_key_env, headers, "
+            "request_timeout_s, stream; did you mean 'stream'?",
         ),
         (
             "{backend: openai, model: s, options: {base_url: 'ftp://h'}}",
@@ -289,7 +385,7 @@ async def test_the_api_key_stays_secret(
         (
             "{backend: openai, model: s, options: {base_url: 'http://u:pw@h/v1'}}",
             "models.m.options.base_url",
-            "credentials in the URL would be recorded; use api_key_env or headers; valid",
+            "credentials in the URL would be recorded; use api_key_env or headers",
         ),
         (
             "{backend: openai, model: s, options: {base_url: 'http://h', request_timeout_s: 0}}",
