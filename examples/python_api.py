@@ -1,6 +1,6 @@
 """Build a graph in Python, run it with the async API, and save it as YAML.
 
-python examples/python_api.py "What is 7 * 6?"
+python examples/python_api.py "What is the capital of France?"
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def build() -> ag.Graph:
 async def main(question: str) -> None:
     async with build() as graph:
         result = await graph.arun(question, timeout_s=300)
+    result.raise_for_status()  # RunFailed, naming the failed nodes, if no answer came out
     print("answer:", result.answer)
     for name, node in result.nodes.items():
         print(f"  {name:6} {node.status:7} {node.latency_s:6.2f}s {node.tokens:5d} tokens")
@@ -53,4 +54,4 @@ async def main(question: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "What is 7 * 6?"))
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "What is the capital of France?"))

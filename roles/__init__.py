@@ -4,10 +4,10 @@ LLM roles (default prompts per graph ``task``: text, math, multiple_choice, code
 
 - ``proposer`` (:class:`Proposer`): answers the question; with inputs, sees their answers;
   with critic inputs, revises the criticised answer.
-- ``critic`` (:class:`Critic`): critiques its input's answer (``data["critique"]``) and
-  passes that answer on.
-- ``verifier`` (:class:`Verifier`): judges its input's answer (``data["verdict"]``,
-  ``data["score"]`` in [0, 1]) and passes it on.
+- ``critic`` (:class:`Critic`): critiques its input's answer (``critique``) and passes
+  that answer on.
+- ``verifier`` (:class:`Verifier`): judges its input's answer (``verdict``, ``score`` in
+  [0, 1]) and passes it on.
 - ``synthesizer`` (:class:`Synthesizer`): combines its inputs' answers and critiques.
 - ``router`` (:class:`Router`): activates some successors: by verifier score against a
   threshold (no model), or by a model's easy/hard call on the question.
@@ -19,9 +19,22 @@ Model-free aggregators:
 - ``first_finish`` (:class:`FirstFinish`): the first successful input; cancels the rest.
 - ``select`` (:class:`Select`): the last (or first) successful input; joins router branches.
 
+Roles write their results to the typed fields of :class:`agentgraph.Message`: ``answer``;
+``candidate`` (the node whose answer a critic, verifier, router or aggregator passes on;
+``Message.origin`` resolves it); ``critique``; ``verdict`` and ``score``; ``decision`` and
+``routes`` (routers); ``parse_error``. ``data`` holds only free-form extras: ``winner``
+(the input an aggregator chose), ``votes`` and ``agreement`` (vote), ``scores`` (best_of),
+``threshold`` (router).
+
 Parsers (answers, verdicts, choices) live in ``agentgraph.roles._parse``; they never
-raise on model output, and roles record what they could not read in
-``data["parse_error"]``.
+raise on model output, and roles record what they could not read in ``parse_error``.
+
+A role can be unit-tested without a graph, on a :class:`agentgraph.NodeContext` with a
+scripted model::
+
+    ctx = NodeContext("What is 2 + 2?", task="math", backend=ScriptedBackend("Answer: 4"))
+    msg = await Proposer("p", NodeSpec(role="proposer", model="m")).run(ctx, [])
+    assert msg.answer == "4"
 """
 
 from ._best_of import BestOf

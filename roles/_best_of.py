@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from agentgraph import Message, NodeContext
 
@@ -10,8 +9,9 @@ from ._common import Aggregator, score_of
 
 class BestOf(Aggregator):
     """Best-of-N: its inputs are verifiers, each passing on the answer it judged; the
-    answer with the highest ``data["score"]`` wins (the first among equals). Inputs
-    without a score rank last. ``data["scores"]`` maps each input to its score."""
+    answer with the highest ``score`` wins (the first among equals) and its score is
+    this node's ``score``. Inputs without a score rank last; when none has one, the first
+    wins and ``parse_error`` says so. ``data["scores"]`` maps each input to its score."""
 
     async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
         pool = [m for m in inputs if m.ok and m.answer is not None]
@@ -25,10 +25,8 @@ class BestOf(Aggregator):
             return -1.0 if score is None else score
 
         best = max(pool, key=rank)
-        data: dict[str, Any] = {"scores": scores, "score": scores[best.node]}
+        error = None
         if all(s is None for s in scores.values()):
-            data["parse_error"] = (
-                f"expected data['score'] on an input (a verifier); inputs: "
-                f"{', '.join(repr(n) for n in scores)}"
-            )
-        return self.passing_on(best, **data)
+            names = ", ".join(repr(n) for n in scores)
+            error = f"expected a score on an input (a verifier); inputs: {names}"
+        return self.passing_on(best, score=scores[best.node], parse_error=error, scores=scores)

@@ -22,8 +22,8 @@ def chat(system: str, user: str) -> list[ChatMessage]:
 
 def origin(msg: Message) -> str:
     """The node whose answer ``msg`` carries: critics, verifiers, routers and aggregators
-    pass another node's answer on and name it in ``data["candidate"]``."""
-    return str(msg.data.get("candidate", msg.node))
+    pass another node's answer on and name it in ``Message.candidate``."""
+    return msg.origin
 
 
 def candidates(inputs: Sequence[Message]) -> list[Message]:
@@ -48,11 +48,8 @@ def require_candidates(role: Role, inputs: Sequence[Message], purpose: str) -> l
 
 
 def score_of(msg: Message) -> float | None:
-    """A verifier's ``data["score"]``, if ``msg`` carries one."""
-    value = msg.data.get("score")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    """A verifier's ``Message.score``, if ``msg`` carries one."""
+    return msg.score
 
 
 def format_answers(msgs: Sequence[Message], task: TaskKind) -> str:
@@ -68,8 +65,8 @@ def format_critiques(inputs: Sequence[Message], shown: Sequence[Message]) -> str
     numbers = {origin(m): i for i, m in enumerate(shown, 1)}
     lines = []
     for msg in inputs:
-        critique = msg.data.get("critique") if msg.ok else None
-        if isinstance(critique, str) and critique.strip():
+        critique = msg.critique if msg.ok else None
+        if critique is not None and critique.strip():
             n = numbers.get(origin(msg))
             lines.append(f"- on answer {n}: {critique.strip()}" if n else f"- {critique.strip()}")
     return "\n".join(lines)
@@ -90,10 +87,11 @@ async def ask(
 
 def answer_message(role: Role, task: TaskKind, text: str) -> Message:
     """The node's message with the answer extracted for ``task``; an unreadable answer
-    falls back to the parser's best guess and is noted in ``data["parse_error"]``."""
+    falls back to the parser's best guess and is noted in ``Message.parse_error``."""
     parsed = extract_answer(text, task)
-    data = {} if parsed.error is None else {"parse_error": parsed.error}
-    return Message(role.node, role.spec.role, text=text, answer=parsed.value, data=data)
+    return Message(
+        role.node, role.spec.role, text=text, answer=parsed.value, parse_error=parsed.error
+    )
 
 
 def require_inputs(node: str, spec: NodeSpec, what: str) -> None:
@@ -125,8 +123,25 @@ class Aggregator(Role):
         super().__init__(node, spec)
         require_inputs(node, spec, "chooses among the answers of its inputs")
 
-    def passing_on(self, chosen: Message, **data: Any) -> Message:
-        """This node's message carrying ``chosen``'s answer."""
+    def passing_on(
+        self,
+        chosen: Message,
+        *,
+        score: float | None = None,
+        parse_error: str | None = None,
+        **data: Any,
+    ) -> Message:
+        """This node's message carrying ``chosen``'s answer (``candidate`` names the node
+        it came from); ``data`` holds free-form extras, ``winner`` (the input chosen) by
+        default."""
         data.setdefault("winner", chosen.node)
-        data["candidate"] = origin(chosen)
-        return Message(self.node, self.spec.role, text=chosen.text, answer=chosen.answer, data=data)
+        return Message(
+            self.node,
+            self.spec.role,
+            text=chosen.text,
+            answer=chosen.answer,
+            data=data,
+            candidate=origin(chosen),
+            score=score,
+            parse_error=parse_error,
+        )

@@ -11,7 +11,7 @@ from ._common import ask, format_answers, origin, require_candidates, require_in
 class Critic(Role):
     """Critiques the answer of its first successful input (later inputs are shown for
     comparison, ``{others}``) and passes that answer on: ``answer`` is the criticised
-    candidate, ``data["critique"]`` the critique and ``data["candidate"]`` its node.
+    candidate's, ``critique`` the critique and ``candidate`` the criticised node.
     A proposer or synthesizer reading a critic revises with the critique in view."""
 
     placeholders: ClassVar[frozenset[str]] = frozenset({"question", "answer", "response", "others"})
@@ -29,5 +29,11 @@ class Critic(Role):
             "others": format_answers(others, ctx.task),
         }
         text = await ask(self, ctx, "critic", "others" if others else "plain", values)
-        data = {"critique": text.strip(), "candidate": origin(target)}
-        return Message(self.node, self.spec.role, text=text, answer=target.answer, data=data)
+        return Message(
+            self.node,
+            self.spec.role,
+            text=text,
+            answer=target.answer,
+            candidate=origin(target),
+            critique=text.strip(),
+        )

@@ -4,7 +4,7 @@ Small models rarely follow a format exactly, so every parser tries the requested
 first, then the common ways of getting it slightly wrong, and finally returns a usable
 fallback. A :class:`Parsed` carries the value and, when the format was not found, an
 ``error`` saying what was expected and what was seen; roles record it in
-``data["parse_error"]`` instead of failing the node.
+``Message.parse_error`` instead of failing the node.
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ def _synthesizer(task: TaskKind, variant: str) -> Prompt:
     critiques = "\n\nCritiques:\n{critiques}" if variant == "critiques" else ""
     user = (
         f"Question: {{question}}\n\nCandidate answers:\n{{candidates}}{critiques}\n\n"
-        "What is the best final answer?"
+        "Write the best final answer."
     )
     return Prompt(system, user)
 

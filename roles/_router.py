@@ -32,12 +32,14 @@ class RouterParams(pydantic.BaseModel):
 class Router(Role):
     """Activates some of its successors and skips the others.
 
-    ``mode: score`` (no model): reads the highest ``data["score"]`` among its inputs
-    (verifiers) and activates ``pass`` when it is at least ``threshold``, else ``fail``.
+    ``mode: score`` (no model): reads the highest ``score`` among its inputs (verifiers)
+    and activates ``pass`` when it is at least ``threshold``, else ``fail``; the message's
+    ``score`` is the score it compared and ``data["threshold"]`` the threshold. With no
+    score among its inputs it counts 0 (``score`` stays None, ``parse_error`` says why).
     ``mode: difficulty`` (needs ``model``): asks the model whether the question is easy or
     hard and activates ``easy`` or ``hard``; an unreadable reply counts as hard.
-    The message passes on the best-scored (or first) input answer, with
-    ``data["decision"]`` and ``routes`` set. Every successor must be listed under an
+    The message passes on the best-scored (or first) input answer (``candidate``), with
+    ``decision`` (the outcome) and ``routes`` set. Every successor must be listed under an
     outcome, or it could never run.
     """
 
@@ -118,28 +120,38 @@ class Router(Role):
     async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
         data: dict[str, Any] = {}
         carried = candidates(inputs)
+        score: float | None = None
+        error: str | None = None
         if self.routing.mode == "score":
             scored = [(m, s) for m in inputs if m.ok and (s := score_of(m)) is not None]
             if scored:
                 best, score = max(scored, key=lambda pair: pair[1])  # first of equals
                 carried = [best]
             else:
-                score = 0.0
                 names = ", ".join(repr(m.node) for m in inputs)
-                data["parse_error"] = f"expected data['score'] on an input; inputs: {names}"
-            decision = "pass" if score >= self.routing.threshold else "fail"
+                error = f"expected a score on an input (a verifier); inputs: {names}"
+            # No score reads as 0 for the decision, but is not passed on as one: a later
+            # best_of or router would take it for a verifier's judgement.
+            compared = 0.0 if score is None else score
+            decision = "pass" if compared >= self.routing.threshold else "fail"
             relation = ">=" if decision == "pass" else "<"
-            text = f"score {score:.2f} {relation} threshold {self.routing.threshold:g}: {decision}"
-            data.update(score=score, threshold=self.routing.threshold)
+            text = (
+                f"score {compared:.2f} {relation} threshold {self.routing.threshold:g}: {decision}"
+            )
+            data["threshold"] = self.routing.threshold
         else:
             text = await ask(self, ctx, "router", "plain", {"question": ctx.question})
             parsed = parse_choice(text, ("easy", "hard"), default="hard")
-            decision = parsed.value
-            if parsed.error is not None:
-                data["parse_error"] = parsed.error
-        data["decision"] = decision
-        if carried:
-            data["candidate"] = origin(carried[0])
-        answer = carried[0].answer if carried else None
-        routes = frozenset(self.routing.targets(decision))
-        return Message(self.node, self.spec.role, text, answer, data=data, routes=routes)
+            decision, error = parsed.value, parsed.error
+        return Message(
+            self.node,
+            self.spec.role,
+            text,
+            carried[0].answer if carried else None,
+            data=data,
+            routes=frozenset(self.routing.targets(decision)),
+            candidate=origin(carried[0]) if carried else None,
+            score=score,
+            decision=decision,
+            parse_error=error,
+        )

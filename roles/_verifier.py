@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from agentgraph import Message, NodeContext, NodeSpec, Role
 
@@ -11,9 +11,9 @@ from ._parse import parse_verdict
 
 class Verifier(Role):
     """Judges the answer of its first successful input and passes it on: ``answer`` is
-    the candidate's, ``data["verdict"]`` (bool) and ``data["score"]`` (float in [0, 1])
-    the judgement, ``data["candidate"]`` the judged node. An unreadable reply counts as
-    "incorrect", score 0, with ``data["parse_error"]`` set."""
+    the candidate's, ``verdict`` (bool) and ``score`` (float in [0, 1]) the judgement,
+    ``candidate`` the judged node. An unreadable reply counts as "incorrect", score 0,
+    with ``parse_error`` set."""
 
     placeholders: ClassVar[frozenset[str]] = frozenset({"question", "answer", "response"})
 
@@ -30,11 +30,13 @@ class Verifier(Role):
         }
         text = await ask(self, ctx, "verifier", "plain", values)
         parsed = parse_verdict(text)
-        data: dict[str, Any] = {
-            "verdict": parsed.value.verdict,
-            "score": parsed.value.score,
-            "candidate": origin(target),
-        }
-        if parsed.error is not None:
-            data["parse_error"] = parsed.error
-        return Message(self.node, self.spec.role, text=text, answer=target.answer, data=data)
+        return Message(
+            self.node,
+            self.spec.role,
+            text=text,
+            answer=target.answer,
+            candidate=origin(target),
+            verdict=parsed.value.verdict,
+            score=parsed.value.score,
+            parse_error=parsed.error,
+        )

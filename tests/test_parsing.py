@@ -1,11 +1,14 @@
-"""The parsers of agentgraph.roles: answers per task kind, verdicts, routing choices."""
+"""The parsers of agentgraph.roles: answers per task kind, verdicts, routing choices; and
+how roles record them in the typed fields of their messages."""
 
 from __future__ import annotations
 
+import asyncio
 import string
 from decimal import Decimal
 
 import pytest
+from agentgraph.roles import Proposer, Router, Verifier
 from agentgraph.roles._parse import (
     canonical_number,
     extract_answer,
@@ -13,8 +16,10 @@ from agentgraph.roles._parse import (
     parse_choice,
     parse_verdict,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import agentgraph as ag
 
 TASKS = ("text", "math", "multiple_choice", "code")
 
@@ -270,3 +275,44 @@ def test_parsers_never_raise(text: str, task: str) -> None:
 def test_normalizing_is_idempotent(text: str, task: str) -> None:
     once = normalize_answer(text, task)  # type: ignore[arg-type]
     assert normalize_answer(once, task) == once  # type: ignore[arg-type]
+
+
+def run_alone(role: ag.Role, task: str, reply: str, inputs: list[ag.Message]) -> ag.Message:
+    """Run ``role`` on a hand-built context whose model replies ``reply``."""
+    kind: ag.TaskKind = task  # type: ignore[assignment]
+    ctx = ag.NodeContext(
+        "q", node=role.node, spec=role.spec, task=kind, backend=ag.ScriptedBackend(reply)
+    )
+    # A loop of its own, closed here: pytest-asyncio leaks its loop under @given.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(role.run(ctx, inputs))
+    finally:
+        loop.close()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.text().filter(lambda t: t.split() != []), st.sampled_from(TASKS))
+def test_roles_record_what_the_parsers_read_in_typed_fields(text: str, task: str) -> None:
+    """Whatever the model replies (short of nothing, which the scripted model refuses), a
+    role keeps the parser's value and error in its message's typed fields, not in
+    ``data``, and does not fail."""
+    n = ag.NodeSpec
+    proposed = run_alone(Proposer("p", n(role="proposer", model="m")), task, text, [])
+    answer = extract_answer(text, task)  # type: ignore[arg-type]
+    assert (proposed.answer, proposed.parse_error) == (answer.value, answer.error)
+
+    draft = ag.Message("draft", "proposer", text="x", answer="x")
+    verifier = Verifier("v", n(role="verifier", model="m", inputs=("draft",)))
+    verified = run_alone(verifier, task, text, [draft])
+    judged = parse_verdict(text)
+    assert (verified.verdict, verified.score) == (judged.value.verdict, judged.value.score)
+    assert verified.parse_error == judged.error
+    assert (verified.candidate, verified.answer) == ("draft", "x")
+
+    params = {"mode": "difficulty", "easy": ["a"], "hard": ["b"]}
+    routed = run_alone(Router("r", n(role="router", model="m", params=params)), task, text, [])
+    choice = parse_choice(text, ("easy", "hard"), default="hard")
+    assert (routed.decision, routed.parse_error) == (choice.value, choice.error)
+    assert routed.routes == frozenset({"a" if choice.value == "easy" else "b"})
+    assert not (proposed.data or verified.data or routed.data)

@@ -1,5 +1,6 @@
-"""The roles of agentgraph.roles on scripted models: prompts sent, parsing, data fields,
-routing and aggregation; plus the cascade example on the real local model."""
+"""The roles of agentgraph.roles on scripted models: prompts sent, parsing, the typed
+message fields, routing and aggregation; roles run alone on a hand-built NodeContext;
+plus the cascade example on the real local model."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pytest
-from agentgraph.roles import Router
+from agentgraph.roles import Proposer, Router, Verifier
 from agentgraph.roles._prompts import VARIANTS, default_prompt
 
 import agentgraph as ag
@@ -46,8 +47,21 @@ def sent(result: ag.RunResult, node: str) -> tuple[str | None, str]:
     return system, req.messages[-1].content
 
 
+def msg(result: ag.RunResult, node: str) -> ag.Message:
+    return result.nodes[node].message
+
+
 def data(result: ag.RunResult, node: str) -> dict[str, Any]:
-    return dict(result.nodes[node].message.data)
+    return dict(msg(result, node).data)
+
+
+TYPED = ("candidate", "critique", "verdict", "score", "decision", "parse_error")
+
+
+def typed(message: ag.Message) -> dict[str, Any]:
+    """The typed role fields of ``message`` that are set, so that a comparison also
+    catches a field set by mistake."""
+    return {k: getattr(message, k) for k in TYPED if getattr(message, k) is not None}
 
 
 def broken() -> ag.ScriptedBackend:
@@ -88,7 +102,7 @@ async def test_default_prompts_and_parsing_follow_the_graph_task(
     others = {"'Answer: <number>'", "'Answer: <letter>'", "```python"} - {needle}
     assert not any(o in system for o in others)
     assert result.answer == answer
-    assert "parse_error" not in data(result, "p")
+    assert typed(msg(result, "p")) == {}
 
 
 @pytest.mark.parametrize("role", sorted(VARIANTS))
@@ -164,9 +178,10 @@ async def test_parse_failures_are_recorded_not_raised() -> None:
     nodes = {"p": N(role="proposer", model="m")}
     result = await graph_of(nodes, "p", task="math", m=ag.ScriptedBackend("no idea")).arun(Q)
     assert result.ok and result.answer == "no idea"
-    assert data(result, "p")["parse_error"] == (
+    assert msg(result, "p").parse_error == (
         "expected a number (a last line 'Answer: <number>'); saw 'no idea'"
     )
+    assert msg(result, "p").data == {}
 
 
 async def test_propose_critique_revise() -> None:
@@ -188,9 +203,10 @@ async def test_propose_critique_revise() -> None:
     system, user = sent(result, "critique")
     assert system is not None and "Check each calculation" in system
     assert user == f"Question: {Q}\n\nProposed answer: 8\n\nWhat is wrong with it, if anything?"
-    critique = result.nodes["critique"].message
+    critique = msg(result, "critique")
     assert critique.answer == "8"  # the criticised candidate, passed on
-    assert critique.data == {"critique": "3 + 4 is 7, not 8.", "candidate": "draft"}
+    assert typed(critique) == {"critique": "3 + 4 is 7, not 8.", "candidate": "draft"}
+    assert critique.origin == "draft" and critique.data == {}
     assert sent(result, "revise")[1] == (
         f"{Q}\n\nPrevious answer:\n1. 8\n\nCritique:\n- on answer 1: 3 + 4 is 7, not 8.\n\n"
         "Write an improved answer."
@@ -213,7 +229,7 @@ async def test_critic_judges_its_first_successful_input_and_compares_the_rest() 
         f"Question: {Q}\n\nProposed answer: 5\n\nOther answers, for comparison:\n1. 6\n\n"
         "What is wrong with it, if anything?"
     )
-    assert data(result, "crit")["candidate"] == "b"
+    assert msg(result, "crit").candidate == "b"
 
 
 async def test_synthesizer_reads_critiques_tied_to_their_answers() -> None:
@@ -235,7 +251,7 @@ async def test_synthesizer_reads_critiques_tied_to_their_answers() -> None:
     # b's answer is shown once though both b and its critic carry it
     assert sent(result, "final")[1] == (
         f"Question: {Q}\n\nCandidate answers:\n1. 7\n2. 8\n\nCritiques:\n"
-        "- on answer 2: 8 is off by one.\n\nWhat is the best final answer?"
+        "- on answer 2: 8 is off by one.\n\nWrite the best final answer."
     )
     assert result.answer == "7"
 
@@ -260,9 +276,10 @@ async def test_verifier_judges_and_passes_the_answer_on(
         nodes, "v", task="math", p=ag.ScriptedBackend("Answer: 7"), v=ag.ScriptedBackend(reply)
     ).arun(Q)
     assert result.ok and result.answer == "7"
-    got = data(result, "v")
-    assert (got["verdict"], got["score"], got["candidate"]) == (verdict, score, "p")
-    assert ("parse_error" in got) is error
+    got = msg(result, "v")
+    assert (got.verdict, got.score, got.candidate) == (verdict, score, "p")
+    assert (got.parse_error is not None) is error
+    assert got.data == {}
     system, user = sent(result, "v")
     assert system is not None and "Verdict: correct or incorrect" in system
     assert user == f"Question: {Q}\n\nProposed answer: 7\n\nIs it correct?"
@@ -304,10 +321,12 @@ async def test_router_accepts_a_high_score_and_skips_the_escalation() -> None:
     )
     assert result.ok and result.answer == "8"
     assert result.skipped == ["escalate"] and big.calls == []
-    gate = result.nodes["gate"].message
+    gate = msg(result, "gate")
     assert gate.routes == frozenset({"final"})
-    assert gate.data == {"score": 0.9, "threshold": 0.7, "decision": "pass", "candidate": "draft"}
-    assert data(result, "final") == {"winner": "gate", "candidate": "draft"}
+    assert typed(gate) == {"score": 0.9, "decision": "pass", "candidate": "draft"}
+    assert gate.data == {"threshold": 0.7}
+    assert typed(msg(result, "final")) == {"candidate": "draft"}
+    assert data(result, "final") == {"winner": "gate"}
 
 
 async def test_router_escalates_a_low_score() -> None:
@@ -317,8 +336,8 @@ async def test_router_escalates_a_low_score() -> None:
     )
     assert result.ok and result.answer == "7"
     assert result.skipped == []
-    assert data(result, "gate")["decision"] == "fail"
-    assert result.nodes["gate"].message.text == "score 0.20 < threshold 0.7: fail"
+    assert msg(result, "gate").decision == "fail"
+    assert msg(result, "gate").text == "score 0.20 < threshold 0.7: fail"
     assert sent(result, "escalate")[1] == Q  # the router's message is no answer to show
     assert data(result, "final")["winner"] == "escalate"
 
@@ -330,7 +349,8 @@ async def test_router_passes_at_the_threshold_and_takes_the_best_score() -> None
     sure = ag.ScriptedBackend("Score: 0.5")
     graph = graph_of(nodes, "final", small=small_model(0.1), sure=sure, big=ag.ScriptedBackend("7"))
     result = await graph.arun(Q)
-    assert data(result, "gate")["decision"] == "pass" and data(result, "gate")["score"] == 0.5
+    gate = msg(result, "gate")
+    assert (gate.decision, gate.score, gate.candidate) == ("pass", 0.5, "draft")
 
 
 async def test_router_without_scores_escalates_and_says_why() -> None:
@@ -339,9 +359,13 @@ async def test_router_without_scores_escalates_and_says_why() -> None:
     )
     result = await graph.arun(Q)
     assert result.answer == "7"
-    gate = data(result, "gate")
-    assert gate["decision"] == "fail"
-    assert gate["parse_error"] == "expected data['score'] on an input; inputs: 'check'"
+    gate = msg(result, "gate")
+    assert typed(gate) == {  # no score is passed on: later nodes must not trust a made-up one
+        "decision": "fail",
+        "candidate": "check",
+        "parse_error": "expected a score on an input (a verifier); inputs: 'check'",
+    }
+    assert gate.text == "score 0.00 < threshold 0.7: fail"
 
 
 class ModelRouter(Router):
@@ -371,9 +395,10 @@ async def test_difficulty_router_asks_the_model(reply: str, skipped: str, error:
     graph, _ = difficulty_graph(reply)
     result = await graph.arun(Q)
     assert result.ok and result.skipped == [skipped]
-    gate = data(result, "gate")
-    assert gate["decision"] == {"big": "easy", "small": "hard"}[skipped]
-    assert ("parse_error" in gate) is error
+    gate = msg(result, "gate")
+    assert gate.decision == {"big": "easy", "small": "hard"}[skipped]
+    assert (gate.parse_error is not None) is error
+    assert gate.score is None and gate.candidate is None and gate.data == {}
     system, user = sent(result, "gate")
     assert system is not None and system.endswith("Reply with one word: easy or hard.")
     assert user == f"Question: {Q}\n\nIs this question easy or hard?"
@@ -516,6 +541,7 @@ async def test_vote_takes_the_majority_of_normalized_answers(
     assert got["votes"] == votes and list(got["votes"]) == list(votes)
     assert got["winner"] == winner
     assert got["agreement"] == max(votes.values()) / sum(votes.values())
+    assert typed(msg(result, "vote")) == {"candidate": winner}
 
 
 def judged(*scores: float | None) -> dict[str, Any]:
@@ -537,13 +563,8 @@ async def test_best_of_takes_the_highest_verifier_score() -> None:
     setup["m3"] = broken()  # a failed candidate is left out
     result = await graph_of(nodes, "best", task="math", **setup).arun(Q)
     assert result.answer == "1"  # the first of the two 0.9s
-    got = data(result, "best")
-    assert got == {
-        "scores": {"v0": 0.4, "v1": 0.9, "v2": 0.9},
-        "score": 0.9,
-        "winner": "v1",
-        "candidate": "p1",
-    }
+    assert typed(msg(result, "best")) == {"score": 0.9, "candidate": "p1"}
+    assert data(result, "best") == {"scores": {"v0": 0.4, "v1": 0.9, "v2": 0.9}, "winner": "v1"}
 
 
 async def test_best_of_without_scores_takes_the_first_and_says_why() -> None:
@@ -552,12 +573,16 @@ async def test_best_of_without_scores_takes_the_first_and_says_why() -> None:
         "b": N(role="proposer", model="b"),
         "best": N(role="best_of", inputs=("a", "b")),
     }
-    backends = {"a": ag.ScriptedBackend("Answer: 1"), "b": ag.ScriptedBackend("Answer: 2")}
+    backends: dict[str, Any] = {
+        "a": ag.ScriptedBackend("Answer: 1"),
+        "b": ag.ScriptedBackend("Answer: 2"),
+    }
     result = await graph_of(nodes, "best", **backends).arun(Q)
     assert result.answer == "1"
-    assert data(result, "best")["parse_error"] == (
-        "expected data['score'] on an input (a verifier); inputs: 'a', 'b'"
-    )
+    assert typed(msg(result, "best")) == {
+        "candidate": "a",
+        "parse_error": "expected a score on an input (a verifier); inputs: 'a', 'b'",
+    }
 
 
 async def test_first_finish_takes_the_first_success_and_cancels_the_rest() -> None:
@@ -575,7 +600,9 @@ async def test_first_finish_takes_the_first_success_and_cancels_the_rest() -> No
         fast=ag.ScriptedBackend("Answer: fast", latency_s=0.02),
     ).arun(Q)
     assert result.answer == "fast" and result.wall_s < 1.0
-    assert data(result, "first") == {"winner": "fast", "candidate": "fast"}
+    assert data(result, "first") == {"winner": "fast"}
+    assert typed(msg(result, "first")) == {"candidate": "fast"}
+    assert msg(result, "slow").lost_race
     assert result.nodes["slow"].status == "skipped"
     assert list(result.failed) == ["bad"]
 
@@ -631,6 +658,48 @@ def test_bad_aggregator_nodes_are_located(node: str, field: str, needle: str) ->
     assert needle in str(info.value)
 
 
+# ------------------------------------------------ roles alone, no graph
+
+
+async def test_a_proposer_runs_alone_on_a_hand_built_context() -> None:
+    backend = ag.ScriptedBackend("2 + 2 makes 4.\nAnswer: 4")
+    spec = N(role="proposer", model="m", sampling=ag.Sampling(temperature=0.0, seed=3))
+    ctx = ag.NodeContext("What is 2 + 2?", node="p", spec=spec, task="math", backend=backend)
+    out = await Proposer("p", spec).run(ctx, [])
+    assert (out.node, out.role, out.answer, out.origin) == ("p", "proposer", "4", "p")
+    assert typed(out) == {}
+    (req,) = backend.calls
+    assert [m.role for m in req.messages] == ["system", "user"]
+    assert "'Answer: <number>'" in req.messages[0].content  # the math prompt, by ctx.task
+    assert req.messages[1].content == "What is 2 + 2?"
+    assert (req.sampling.temperature, req.sampling.seed) == (0.0, 3)  # the node's sampling
+
+
+async def test_a_verifier_runs_alone_on_hand_built_inputs() -> None:
+    spec = N(role="verifier", model="m", inputs=("c",))
+    backend = ag.ScriptedBackend("Verdict: incorrect\nScore: 0.25")
+    ctx = ag.NodeContext(Q, node="v", spec=spec, task="math", backend=backend)
+    draft = ag.Message("draft", "proposer", text="3 + 4 = 8", answer="8")
+    critic = ag.Message("c", "critic", text="wrong", answer="8", candidate="draft", critique="x")
+    out = await Verifier("v", spec).run(ctx, [critic, draft])
+    assert out.answer == "8" and out.origin == "draft"  # the judged answer, traced to its node
+    assert typed(out) == {"candidate": "draft", "verdict": False, "score": 0.25}
+    assert backend.calls[0].messages[-1].content == (
+        f"Question: {Q}\n\nProposed answer: 8\n\nIs it correct?"
+    )
+    # a router in score mode reads the verifier's typed score, no model needed
+    router_spec = N(role="router", inputs=("v",), params={"threshold": 0.5, "fail": ["big"]})
+    gate = await Router("gate", router_spec).run(ag.NodeContext(Q, node="gate"), [out])
+    assert typed(gate) == {"candidate": "draft", "score": 0.25, "decision": "fail"}
+    assert gate.routes == frozenset({"big"}) and gate.answer == "8"
+
+
+async def test_a_context_without_a_model_refuses_to_call_one() -> None:
+    spec = N(role="proposer", model="m")
+    with pytest.raises(ag.BackendError, match="node 'p' has no model"):
+        await Proposer("p", spec).run(ag.NodeContext(Q, node="p", spec=spec), [])
+
+
 # --------------------------------------------------------- the real model
 
 
@@ -648,10 +717,12 @@ async def test_cascade_example_on_smollm2_takes_one_consistent_path() -> None:
         async with ag.Graph(variant, base_dir=EXAMPLES) as graph:
             result = await graph.arun(Q, timeout_s=300)
         assert result.ok, result.failed
-        check, gate = data(result, "check"), result.nodes["gate"].message
-        assert isinstance(check["verdict"], bool) and 0.0 <= check["score"] <= 1.0
-        accepted = check["score"] >= threshold
-        assert gate.data["decision"] == ("pass" if accepted else "fail")
+        check, gate = msg(result, "check"), msg(result, "gate")
+        assert isinstance(check.verdict, bool)
+        assert check.score is not None and 0.0 <= check.score <= 1.0
+        assert (gate.score, gate.candidate) == (check.score, "draft")
+        accepted = check.score >= threshold
+        assert gate.decision == ("pass" if accepted else "fail")
         called = [r.node for r in result.trace]
         if accepted:
             assert gate.routes == frozenset({"final"})
@@ -662,4 +733,6 @@ async def test_cascade_example_on_smollm2_takes_one_consistent_path() -> None:
             assert result.skipped == [] and called == ["draft", "check", "escalate"]
             assert result.answer == result.nodes["escalate"].message.answer
         assert data(result, "final")["winner"] == ("gate" if accepted else "escalate")
-        assert threshold > 0.0 or accepted
+        if threshold == 0.0:  # whatever the verifier said, the router must accept
+            assert gate.decision == "pass" and result.skipped == ["escalate"]
+            assert called == ["draft", "check"]
