@@ -4,7 +4,7 @@ Quick use::
 
     import agentgraph
     graph = agentgraph.load("examples/quickstart.yaml")
-    result = graph.run("What is 12 + 30?")      # or: await graph.arun(...)
+    result = graph.run("What is the capital of Japan?")  # or: await graph.arun(...)
     print(result.answer, result.latency_s, result.tokens, result.cost)
 """
 

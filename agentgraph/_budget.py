@@ -8,6 +8,8 @@ once the call holds a backend slot, so calls queued behind a busy model hold not
 
 Settling charges what the call really used; the whole reservation when the backend could not
 tell (no usage reported) or the attempt failed (a failed call may still have been served).
+Without a budget and without ``max_tokens`` a reply of unknown usage is charged its bytes; a
+failed attempt there is charged its prompt bound only, as nothing bounds what it produced.
 A backend can use more than it was asked for (answering past ``max_tokens``,
 over-reporting): then the spend passes the limit, the ledger records the ``overrun`` and
 refuses every call after it.
@@ -106,13 +108,23 @@ class Ledger:
         self._held_cost += held.cost
         return held, request
 
-    def settle(self, held: Reservation, usage: Usage | None) -> tuple[Usage, float]:
+    def settle(
+        self, held: Reservation, usage: Usage | None, reply: str | None = None
+    ) -> tuple[Usage, float]:
         """Release a reservation and charge ``usage``, or the whole reservation when it is
-        None (usage unknown, or the attempt failed). Returns what was charged."""
+        None (usage unknown, or the attempt failed). A reservation without a completion
+        bound (no ``max_tokens``, no budget to cap it) stands for the ``reply``'s bytes, a
+        bound on its tokens as the prompt's bytes are on the prompt's. Returns what was
+        charged."""
         if self.active:
             self._held_tokens -= held.tokens
             self._held_cost -= held.cost
-        charged = usage if usage is not None else Usage(held.prompt, held.completion)
+        if usage is not None:
+            charged = usage
+        elif held.completion == 0 and reply is not None:
+            charged = Usage(held.prompt, len(reply.encode()))
+        else:
+            charged = Usage(held.prompt, held.completion)
         cost = held.price.cost(charged.prompt_tokens, charged.completion_tokens)
         self.tokens += charged.total_tokens
         self.cost += cost

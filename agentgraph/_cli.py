@@ -24,7 +24,7 @@ from ._estimate import ProfileStore, ameasure_profile
 from ._graph import load
 from ._model import ModelBackend
 from ._registry import backends as backend_registry
-from ._result import RunResult
+from ._result import NodeResult, RunResult
 from ._spec import ModelSpec
 from ._yaml import load_spec
 
@@ -215,7 +215,38 @@ def _format(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+# Typed message fields, shown when set.
+_MESSAGE_FIELDS = (
+    "answer",
+    "candidate",
+    "critique",
+    "verdict",
+    "score",
+    "decision",
+    "parse_error",
+)
+
+
 def _as_json(result: RunResult) -> dict[str, Any]:
+    def node(r: NodeResult) -> dict[str, Any]:
+        msg = r.message
+        fields = {f: getattr(msg, f) for f in _MESSAGE_FIELDS if getattr(msg, f) is not None}
+        if msg.routes is not None:
+            fields["routes"] = sorted(msg.routes)
+        if msg.lost_race:
+            fields["lost_race"] = True
+        return {
+            "role": r.role,
+            "model": r.model,
+            "status": r.status,
+            "latency_s": r.latency_s,
+            "tokens": r.tokens,
+            "cost": r.cost,
+            "text": msg.text,
+            **fields,
+        }
+
+    overrun = result.overrun
     return {
         "answer": result.answer,
         "ok": result.ok,
@@ -223,19 +254,12 @@ def _as_json(result: RunResult) -> dict[str, Any]:
         "wall_s": result.wall_s,
         "tokens": result.tokens,
         "cost": result.cost,
+        "uncached_tokens": result.uncached_tokens,
+        "uncached_cost": result.uncached_cost,
+        "uncached_latency_s": result.uncached_latency_s,
+        "overrun": f"{type(overrun).__name__}: {overrun}" if overrun is not None else None,
         "failed": {n: f"{type(e).__name__}: {e}" for n, e in result.failed.items()},
-        "nodes": {
-            n: {
-                "role": r.role,
-                "model": r.model,
-                "status": r.status,
-                "latency_s": r.latency_s,
-                "tokens": r.tokens,
-                "cost": r.cost,
-                "text": r.message.text,
-            }
-            for n, r in result.nodes.items()
-        },
+        "nodes": {n: node(r) for n, r in result.nodes.items()},
     }
 
 

@@ -78,5 +78,3 @@ def compile_nodes(
             priority=-work[name],
         )
     return compiled
-
-

@@ -217,6 +217,7 @@ class _NodeCalls:
             node=node.name,
             spec=node.spec,
             task=run.task,
+            choices=run.choices,
             sampling=node.sampling,
             backend=node.backend,
             call=self.complete,
@@ -392,7 +393,8 @@ class _NodeCalls:
         known = usage is not None
         cached = done is not None and done.cached
         if held is not None:  # a backend's own cache (replay) is free, as ours is
-            charged, cost = run.ledger.settle(held, Usage() if cached else usage)
+            reply = done.text if done is not None else None
+            charged, cost = run.ledger.settle(held, Usage() if cached else usage, reply)
             tally.charged_tokens += charged.total_tokens
             tally.charged_cost += cost
             if usage is None and done is not None:
@@ -444,12 +446,14 @@ class _Run:
         task: TaskKind,
         cache: CallCache | None,
         budget: Budget | None,
+        choices: tuple[str, ...] | None = None,
     ) -> None:
         self.nodes = nodes
         self.order = order
         self.output = output
         self.question = question
         self.task = task
+        self.choices = choices
         self.cache = cache
         self.ledger = Ledger(budget)
         self.follow_routes = True
@@ -457,9 +461,7 @@ class _Run:
         self.model_nodes_left = sum(1 for n in nodes.values() if n.backend is not None)
         # Every backend reaches its slot pool before any call, so backends sharing a
         # resource settle its capacity (the smallest) first; the run holds its pools.
-        self.pools = {
-            n.backend.resource: slot_pool(n.backend) for n in nodes.values() if n.backend
-        }
+        self.pools = {n.backend.resource: slot_pool(n.backend) for n in nodes.values() if n.backend}
 
         # Per identical call: [lowest index not known to be taken, indices taken].
         self.samples: dict[Hashable, _Taken] = {}
@@ -666,6 +668,7 @@ async def execute(
     question: str,
     *,
     task: TaskKind = "text",
+    choices: tuple[str, ...] | None = None,
     timeout_s: float | None = None,
     cache: CallCache | None = None,
     budget: Budget | None = None,
@@ -674,7 +677,7 @@ async def execute(
 ) -> RunResult:
     """Run the compiled graph on ``question``. ``opening`` (loading or connecting the
     backends) is awaited first, inside the run's time limit."""
-    run = _Run(nodes, order, output, question, task, cache, budget)
+    run = _Run(nodes, order, output, question, task, cache, budget, choices)
     run.follow_routes = follow_routes
     latency_s = budget.latency_s if budget is not None else None
     limit = min((t for t in (timeout_s, latency_s) if t is not None), default=None)

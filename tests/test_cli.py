@@ -56,6 +56,21 @@ def test_run_json_and_trace(tmp_path: Path) -> None:
     assert sorted(r["node"] for r in records) == ["final", "solver_a", "solver_b"]
 
 
+def test_run_json_reports_spent_and_would_be_figures_of_a_cached_run(tmp_path: Path) -> None:
+    cache = str(tmp_path / "calls.sqlite")
+    args = ("run", str(QUICKSTART), "Name a planet.", "--json", "--cache", cache)
+    first = json.loads(agentgraph(*args).stdout)
+    again = agentgraph(*args)
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert second["answer"] == first["answer"]
+    assert second["tokens"] == 0 and second["cost"] == 0
+    assert second["uncached_tokens"] == first["tokens"] > 0
+    assert second["overrun"] is None
+    final = second["nodes"]["final"]
+    assert final["answer"] == second["answer"] and "parse_error" not in final
+
+
 def test_bad_graph_exits_2_with_located_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     text = QUICKSTART.read_text()
