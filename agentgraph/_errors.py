@@ -4,6 +4,8 @@
 
     AgentGraphError
     ├── GraphValidationError(ValueError)      bad graph/YAML: .source .path .line .column
+    ├── TaskError(ValueError)                 bad task set, reference or task file:
+    │                                         .source .line .field
     ├── ModelNotFound(FileNotFoundError)      a model file or pkg: reference does not resolve
     ├── MissingDependency(ImportError)        an optional extra is not installed
     ├── BackendError                          a model call failed: .backend .node
@@ -44,6 +46,7 @@ __all__ = [
     "NodeTimeout",
     "ReplayMiss",
     "RunFailed",
+    "TaskError",
     "TransientBackendError",
     "UpstreamFailed",
 ]
@@ -90,6 +93,27 @@ class GraphValidationError(AgentGraphError, ValueError):
             where += ": "
         field = f"{self.field}: " if self.path else ""
         return f"{where}{field}{self.message}"
+
+
+class TaskError(AgentGraphError, ValueError):
+    """A task set, task reference or task file is invalid. ``source`` (a file or set
+    name), ``line`` (1-based, in a file) and ``field`` locate the problem when known."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.source, self.line, self.field = source, line, field
+        where = source or ""
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f": {field}" if where else field
+        super().__init__(f"{where}: {message}" if where else message)
 
 
 class ModelNotFound(AgentGraphError, FileNotFoundError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,13 +24,15 @@ from ._estimate import DryRunBackend, Estimate, ProfileStore, summarize
 from ._executor import execute
 from ._model import ModelBackend
 from ._result import RunResult, TraceRecord
-from ._spec import Budget, GraphSpec
+from ._spec import Budget, GraphSpec, TaskKind
 from ._yaml import Positions, dumps_spec, parse, read_text, relocate, spec_from_data
 
 if TYPE_CHECKING:
     import networkx as nx
 
+    from ._evaluate import EvalReport
     from ._pool import ModelPool
+    from ._tasks import TaskSet
 
 __all__ = ["Graph", "load", "loads"]
 
@@ -124,24 +126,38 @@ class Graph:
         self,
         question: str,
         *,
+        choices: Sequence[str] | None = None,
+        task_kind: TaskKind | None = None,
         timeout_s: float | None = None,
         budget: Budget | None = None,
     ) -> RunResult:
         """Run the graph on one question. Node failures do not raise: see
         ``RunResult.failed`` and ``RunResult.raise_for_status()``. ``timeout_s`` bounds the
         whole run; nodes still running then are cancelled and reported as failed.
-        ``budget`` replaces the graph's own budget for this run."""
+        ``budget`` replaces the graph's own budget for this run. ``choices``: the options
+        of a multiple-choice question (the question text lists them too), so roles can
+        read an answer that names an option by its text. ``task_kind`` replaces the spec's
+        ``task`` for this run (a task set brings its own)."""
         return await execute(
             self._nodes,
             self._order,
             self._spec.output,
             question,
-            task=self._spec.task,
+            task=task_kind or self._spec.task,
+            choices=tuple(choices) if choices is not None else None,
             timeout_s=timeout_s,
             cache=self.cache,
             budget=budget if budget is not None else self._spec.budget,
             opening=self.aopen(),
         )
+
+    async def aevaluate(self, tasks: TaskSet, **kwargs: Any) -> EvalReport:
+        """Run the graph on every task of ``tasks`` and score the answers: see
+        :func:`agentgraph.aevaluate` for the options (budget and time limit per task, a
+        results file that makes the evaluation resumable, a progress callback)."""
+        from ._evaluate import aevaluate
+
+        return await aevaluate(self, tasks, **kwargs)
 
     async def aestimate(
         self, question: str = "", *, profiles: ProfileStore | None = None
@@ -182,13 +198,20 @@ class Graph:
         return asyncio.run(self.aestimate(question, profiles=profiles))
 
     def run(
-        self, question: str, *, timeout_s: float | None = None, budget: Budget | None = None
+        self,
+        question: str,
+        *,
+        choices: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        budget: Budget | None = None,
     ) -> RunResult:
         """Synchronous shell around :meth:`arun` (not for use inside a running loop)."""
 
         async def main() -> RunResult:
             try:
-                return await self.arun(question, timeout_s=timeout_s, budget=budget)
+                return await self.arun(
+                    question, choices=choices, timeout_s=timeout_s, budget=budget
+                )
             finally:
                 await self.aclose()
 

@@ -87,7 +87,16 @@ class NodeContext:
         msg = await Proposer("p", NodeSpec(role="proposer", model="m")).run(ctx, [])
     """
 
-    __slots__ = ("_backend", "_call", "_node", "_question", "_sampling", "_spec", "_task")
+    __slots__ = (
+        "_backend",
+        "_call",
+        "_choices",
+        "_node",
+        "_question",
+        "_sampling",
+        "_spec",
+        "_task",
+    )
 
     def __init__(
         self,
@@ -96,11 +105,13 @@ class NodeContext:
         node: str = "node",
         spec: NodeSpec | None = None,
         task: TaskKind = "text",
+        choices: Sequence[str] | None = None,
         sampling: Sampling | None = None,
         backend: ModelBackend | None = None,
         call: Call | None = None,
     ) -> None:
         self._question = question
+        self._choices = tuple(choices) if choices is not None else None
         self._node = node
         self._spec = spec if spec is not None else NodeSpec(role="role")
         self._task: TaskKind = task
@@ -129,6 +140,12 @@ class NodeContext:
     def task(self) -> TaskKind:
         """The kind of task the graph solves; roles pick default prompts and parsers by it."""
         return self._task
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        """The options of a multiple-choice question (option A first), when the caller
+        gave them; parsers then also recognize an option named by its text."""
+        return self._choices
 
     async def complete(
         self,
