@@ -40,10 +40,11 @@ def prompt_token_bound(request: CompletionRequest) -> int:
 
 @dataclass(slots=True)
 class Reservation:
-    prompt: int
+    prompt: int  # 0: not worked out yet (no budget to check it against)
     completion: int
     cost: float
     price: Price
+    request: CompletionRequest
 
     @property
     def tokens(self) -> int:
@@ -76,10 +77,10 @@ class Ledger:
     ) -> tuple[Reservation, CompletionRequest]:
         """Hold the most this call can use; the request comes back with ``max_tokens``
         filled in when the budget had to cap it (to ``1/share`` of the room left)."""
-        prompt = prompt_token_bound(request)
         out = request.sampling.max_tokens
-        if not self.active:
-            return Reservation(prompt, out or 0, price.cost(prompt, out or 0), price), request
+        if not self.active:  # nothing to check: the bound is worked out only if needed
+            return Reservation(0, out or 0, 0.0, price, request), request
+        prompt = prompt_token_bound(request)
         if self.overrun is not None:
             o = self.overrun
             raise BudgetExceeded(o.kind, spent=o.spent, limit=o.limit, node=node)
@@ -96,7 +97,7 @@ class Ledger:
                 out = max(int(min(room) / max(share, 1)), 1)  # no room: the check refuses
                 capped = request.sampling.model_copy(update={"max_tokens": out})
                 request = replace(request, sampling=capped)
-        held = Reservation(prompt, out or 0, price.cost(prompt, out or 0), price)
+        held = Reservation(prompt, out or 0, price.cost(prompt, out or 0), price, request)
         checks = (
             ("tokens", spent_tokens, held.tokens, self.token_limit),
             ("cost", spent_cost, held.cost, self.cost_limit),
@@ -121,10 +122,12 @@ class Ledger:
             self._held_cost -= held.cost
         if usage is not None:
             charged = usage
-        elif held.completion == 0 and reply is not None:
-            charged = Usage(held.prompt, len(reply.encode()))
         else:
-            charged = Usage(held.prompt, held.completion)
+            prompt = held.prompt or prompt_token_bound(held.request)
+            if held.completion == 0 and reply is not None:
+                charged = Usage(prompt, len(reply.encode()))
+            else:
+                charged = Usage(prompt, held.completion)
         cost = held.price.cost(charged.prompt_tokens, charged.completion_tokens)
         self.tokens += charged.total_tokens
         self.cost += cost

@@ -392,11 +392,14 @@ class _NodeCalls:
         usage = done.usage if done is not None else None
         known = usage is not None
         cached = done is not None and done.cached
+        true_cost: float | None = None
         if held is not None:  # a backend's own cache (replay) is free, as ours is
             reply = done.text if done is not None else None
             charged, cost = run.ledger.settle(held, Usage() if cached else usage, reply)
             tally.charged_tokens += charged.total_tokens
             tally.charged_cost += cost
+            if done is not None and not cached:
+                true_cost = cost  # charged what it used (or the reservation standing for it)
             if usage is None and done is not None:
                 usage = charged  # unknown: the reservation stands for it
         first = tally.first if tally.first is not None else now
@@ -413,7 +416,11 @@ class _NodeCalls:
             attempts=tally.count,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
-            cost=backend.price.cost(usage.prompt_tokens, usage.completion_tokens) if usage else 0.0,
+            cost=true_cost
+            if true_cost is not None
+            else backend.price.cost(usage.prompt_tokens, usage.completion_tokens)
+            if usage
+            else 0.0,
             cached=cached,
             finish_reason=done.finish_reason if done is not None else None,
             error=error
