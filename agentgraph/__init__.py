@@ -15,6 +15,7 @@ from typing import Any
 
 from ._cache import CacheMode, CallCache
 from ._convert import spec_from_networkx, spec_to_networkx
+from ._datasets import load_tasks
 from ._errors import (
     AgentGraphError,
     BackendError,
@@ -27,10 +28,12 @@ from ._errors import (
     NodeTimeout,
     ReplayMiss,
     RunFailed,
+    TaskError,
     TransientBackendError,
     UpstreamFailed,
 )
 from ._estimate import Estimate, NodeEstimate, ProfileStore, ameasure_profile
+from ._evaluate import Comparison, EvalReport, TaskOutcome, aevaluate, compare
 from ._graph import Graph, load, loads
 from ._model import (
     BackendBase,
@@ -60,6 +63,7 @@ from ._spec import (
     TaskKind,
     TimeoutPolicy,
 )
+from ._tasks import Scored, Task, TaskSet
 from ._testing import ReplayBackend, ScriptedBackend
 from ._yaml import dumps_spec, load_spec, loads_spec
 
@@ -76,11 +80,13 @@ __all__ = [
     "CacheMode",
     "CallCache",
     "ChatMessage",
+    "Comparison",
     "Completion",
     "CompletionRequest",
     "Defaults",
     "EmptyCompletion",
     "Estimate",
+    "EvalReport",
     "Graph",
     "GraphSpec",
     "GraphValidationError",
@@ -105,8 +111,13 @@ __all__ = [
     "RunFailed",
     "RunResult",
     "Sampling",
+    "Scored",
     "ScriptedBackend",
+    "Task",
+    "TaskError",
     "TaskKind",
+    "TaskOutcome",
+    "TaskSet",
     "TimeoutPolicy",
     "Trace",
     "TraceRecord",
@@ -114,11 +125,14 @@ __all__ = [
     "UpstreamFailed",
     "Usage",
     "__version__",
+    "aevaluate",
     "ameasure_profile",
+    "compare",
     "dumps_spec",
     "file_fingerprint",
     "load",
     "load_spec",
+    "load_tasks",
     "loads",
     "loads_spec",
     "read_trace",

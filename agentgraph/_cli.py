@@ -2,6 +2,7 @@
 
 agentgraph run GRAPH.yaml "question" [--timeout S] [--trace FILE] [--json]
                [--cache FILE | --replay FILE]
+agentgraph eval GRAPH.yaml [GRAPH.yaml ...] --tasks SET [--budget K=V,...] [--out FILE] ...
 agentgraph estimate GRAPH.yaml ["question"] [--profiles FILE]
 agentgraph profile GRAPH.yaml|MODEL.gguf [--model NAME] [--repeats N] [--profiles FILE]
 agentgraph show GRAPH.yaml [--yaml]
@@ -14,18 +15,19 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._cache import CallCache
-from ._errors import AgentGraphError, GraphValidationError
+from ._errors import AgentGraphError, GraphValidationError, TaskError
 from ._estimate import ProfileStore, ameasure_profile
+from ._evaluate import TaskOutcome
 from ._graph import load
 from ._model import ModelBackend
 from ._registry import backends as backend_registry
 from ._result import NodeResult, RunResult
-from ._spec import ModelSpec
+from ._spec import Budget, ModelSpec
 from ._yaml import load_spec
 
 __all__ = ["main"]
@@ -43,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = p_run.add_mutually_exclusive_group()
     cache.add_argument("--cache", metavar="FILE", help="SQLite call cache to read and fill")
     cache.add_argument("--replay", metavar="FILE", help="answer only from this call cache")
+    _add_eval_parser(sub)
     p_est = sub.add_parser("estimate", help="dry-run estimate of tokens, cost and latency")
     p_est.add_argument("graph")
     p_est.add_argument("question", nargs="?", default="")
@@ -64,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _show(args)
         if args.command == "estimate":
             return _estimate(args)
+        if args.command == "eval":
+            return asyncio.run(_eval(args))
         if args.command == "profile":
             return asyncio.run(_profile(args))
         from . import schema_json
@@ -92,6 +97,196 @@ def _run(args: argparse.Namespace) -> int:
         for node, err in result.failed.items():
             print(f"failed: {node}: {type(err).__name__}: {err}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _add_eval_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate graphs on a task set",
+        description="Run each graph on every task of a task set, score the final answers and "
+        "report score (95%% bootstrap interval), tokens, cost and latency; with several "
+        "graphs, their paired differences against the first. Results are appended to --out "
+        "as tasks finish: the same command run again skips the finished tasks.",
+    )
+    p.add_argument("graphs", nargs="+", metavar="GRAPH", help="graph YAML files")
+    p.add_argument(
+        "--tasks",
+        required=True,
+        metavar="SET",
+        help="task set: a benchmark (gsm8k, math500, arc_easy, arc_challenge, mmlu, "
+        "mmlu/SUBJECT, humaneval, mbpp) or a .jsonl/.csv file, with an optional split "
+        "(train, val, test, all) and slice: gsm8k:test[:50], my.jsonl:val[10:20]",
+    )
+    p.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="TASK_FIELD=COLUMN",
+        help="map a task field (id, question, answer, choices, tests, entry_point) to a "
+        "column of a task file (repeatable)",
+    )
+    p.add_argument(
+        "--kind",
+        choices=["math", "multiple_choice", "code", "text"],
+        help="task kind of a task file (default: multiple_choice when it has choices, "
+        "else text; built-in sets bring their own)",
+    )
+    p.add_argument(
+        "--budget",
+        metavar="K=V,...",
+        help="budget per task: tokens=N, cost_usd=X, latency_s=S (a task over it scores 0)",
+    )
+    p.add_argument("--timeout", type=float, default=None, help="time limit per task (s)")
+    p.add_argument("--concurrency", type=int, default=None, help="tasks in flight at once")
+    p.add_argument("--cache", metavar="FILE", help="SQLite call cache to read and fill")
+    p.add_argument(
+        "--out", metavar="FILE", help="results, one JSON line per task and graph (resumable)"
+    )
+    p.add_argument("--trace", metavar="FILE", help="append every model call as a JSON line")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_budget(text: str | None) -> Budget | None:
+    if not text:
+        return None
+    valid = ("tokens", "cost_usd", "latency_s")
+    values: dict[str, float] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in valid:
+            raise TaskError(
+                f"bad --budget item {part!r}; expected K=V with K one of {', '.join(valid)}"
+            )
+        try:
+            values[key] = float(value)
+        except ValueError:
+            raise TaskError(f"bad --budget value {value!r} for {key}: not a number") from None
+    try:
+        return Budget.model_validate(values)
+    except ValueError as exc:
+        raise TaskError(f"bad --budget {text!r}: {exc}") from None
+
+
+async def _eval(args: argparse.Namespace) -> int:
+    from ._datasets import load_tasks
+    from ._evaluate import compare, reports_table
+
+    fields = {}
+    for item in args.field:
+        key, sep, column = item.partition("=")
+        if not sep:
+            raise TaskError(f"bad --field {item!r}; expected TASK_FIELD=COLUMN")
+        fields[key.strip()] = column.strip()
+    tasks = load_tasks(args.tasks, fields=fields or None, kind=args.kind)
+    budget = _parse_budget(args.budget)
+    cache = CallCache(args.cache) if args.cache else None
+    graphs = [load(path, cache=cache) for path in args.graphs]
+    labels = _labels(args.graphs)
+    reports = []
+    with _EvalProgress(disable=args.no_progress or not sys.stderr.isatty()) as progress:
+        for label, graph in zip(labels, graphs, strict=True):
+            try:
+                reports.append(
+                    await graph.aevaluate(
+                        tasks,
+                        label=label,
+                        budget=budget,
+                        timeout_s=args.timeout,
+                        concurrency=args.concurrency,
+                        out=args.out,
+                        trace=args.trace,
+                        on_outcome=progress.track(label, len(tasks)),
+                        seed=args.seed,
+                    )
+                )
+            finally:
+                await graph.aclose()
+    comparisons = [compare(reports[0], r, seed=args.seed) for r in reports[1:]]
+    if args.json:
+        data = {
+            "tasks": tasks.name,
+            "reports": [r.to_dict() for r in reports],
+            "comparisons": [
+                {"a": c.a, "b": c.b, "n": c.n, "diff": c.diff, "ci95": list(c.ci95)}
+                for c in comparisons
+            ],
+        }
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{tasks.name}: {len(tasks)} tasks ({tasks.kind}, scored by {tasks.scorer_name})")
+    print(_format(reports_table(reports)))
+    for c in comparisons:
+        lo, hi = c.ci95
+        print(f"{c.b} - {c.a}: {c.diff:+.3f} [{lo:+.3f}, {hi:+.3f}] over {c.n} paired tasks")
+    for r in reports:
+        for status in ("failed", "budget"):
+            for task_id, reason in r.by_status(status).items():
+                print(f"{status}: {r.graph}: {task_id}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _labels(paths: Sequence[str]) -> list[str]:
+    """Graph labels: file stems, made unique with the parent folder when they clash."""
+    stems = [Path(p).stem for p in paths]
+    return [
+        s if stems.count(s) == 1 else f"{Path(p).parent.name}/{s}#{i}"
+        for i, (s, p) in enumerate(zip(stems, paths, strict=True))
+    ]
+
+
+class _EvalProgress:
+    """One rich progress bar per graph: done/total, running score, tokens, cost, ETA."""
+
+    def __init__(self, *, disable: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(
+                "score {task.fields[score]:.3f}  {task.fields[tokens]} tok  "
+                "${task.fields[cost]:.4f}"
+            ),
+            TimeRemainingColumn(),
+            disable=disable,
+        )
+
+    def __enter__(self) -> _EvalProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def track(self, label: str, total: int) -> Callable[[TaskOutcome], None]:
+        bar = self._progress.add_task(label, total=total, score=0.0, tokens=0, cost=0.0)
+        seen = {"n": 0, "score": 0.0, "tokens": 0, "cost": 0.0}
+
+        def update(o: TaskOutcome) -> None:
+            if o.status != "skipped":
+                seen["n"] += 1
+                seen["score"] += o.score
+            seen["tokens"] += o.tokens
+            seen["cost"] += o.cost
+            self._progress.update(
+                bar,
+                advance=1,
+                score=seen["score"] / max(seen["n"], 1),
+                tokens=seen["tokens"],
+                cost=seen["cost"],
+            )
+
+        return update
 
 
 def _estimate(args: argparse.Namespace) -> int:
