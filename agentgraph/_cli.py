@@ -137,7 +137,12 @@ def _add_eval_parser(sub: Any) -> None:
         help="budget per task: tokens=N, cost_usd=X, latency_s=S (a task over it scores 0)",
     )
     p.add_argument("--timeout", type=float, default=None, help="time limit per task (s)")
-    p.add_argument("--concurrency", type=int, default=None, help="tasks in flight at once")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="tasks run at once (default: the slots of the graph's scarcest model)",
+    )
     p.add_argument("--cache", metavar="FILE", help="SQLite call cache to read and fill")
     p.add_argument(
         "--out", metavar="FILE", help="results, one JSON line per task and graph (resumable)"

@@ -1,7 +1,8 @@
 """Evaluate a graph on a task set: run every task, score the final answers, report.
 
-Tasks run concurrently (the backends' slots are the real limit; ``concurrency`` only bounds
-how many runs wait at once). Each finished task is appended to the results file as one
+Tasks run concurrently: by default as many at once as the graph's scarcest model has slots
+(one for a local model), so a task's latency is its own and not time spent queueing behind
+another task. Each finished task is appended to the results file as one
 JSON line and flushed, so a killed evaluation loses no finished task; running it again
 skips the tasks already in the file for the same graph and settings and reports the same
 figures. A task that fails or runs out of budget scores 0 and is reported as such.
@@ -19,7 +20,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,7 +44,9 @@ class TaskOutcome:
     not), ``failed`` (no answer: the run failed), ``budget`` (it ran out of budget) — both
     score 0 — or ``skipped`` (the task cannot be scored: no gold answer or tests; left out
     of the score). Tokens and cost are what was spent (cache hits are free), ``uncached_*``
-    what it would have cost without the cache; ``latency_s`` is the run's critical path."""
+    what it would have cost without the cache. ``latency_s`` is the run's critical path,
+    ``wall_s`` its elapsed time; both include waiting for a model slot held by another
+    task's run when more tasks run at once than the models have slots."""
 
     graph: str
     task_id: str
@@ -62,11 +65,15 @@ class TaskOutcome:
     settings: str  # which graph and settings produced it: the resume key, with task_id
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Flat fields: dataclasses.asdict's recursive copy costs more than the JSON encoding.
+        return {f: getattr(self, f) for f in _OUTCOME_FIELDS}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskOutcome:
-        return cls(**{f: data[f] for f in cls.__dataclass_fields__})
+        return cls(**{f: data[f] for f in _OUTCOME_FIELDS})
+
+
+_OUTCOME_FIELDS = tuple(TaskOutcome.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -384,9 +391,11 @@ def _outcome(
 
 
 def _default_concurrency(graph: Graph) -> int:
-    """Enough runs waiting to keep every slot of the graph's backends busy."""
-    slots = sum(min(b.slots, 64) for b in graph.backends.values())
-    return max(4, 2 * slots)
+    """As many runs as the graph's scarcest model has slots (at least one, at most 64):
+    more would only queue for that model, and the time a run waits behind another task's
+    calls would count in its latency. A run keeps its own calls in parallel."""
+    slots = [b.slots for b in graph.backends.values()]
+    return max(1, min([*slots, 64]))
 
 
 def reports_table(reports: Iterable[EvalReport]) -> list[list[str]]:

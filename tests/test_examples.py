@@ -28,8 +28,12 @@ async def test_yaml_example_runs(path: Path) -> None:
     assert result.tokens > 0
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
-def test_python_example_runs(path: Path) -> None:
+def test_every_python_example_is_tested() -> None:
+    assert {p.name for p in EXAMPLES.glob("*.py")} == {"python_api.py", "evaluate.py"}
+
+
+def test_python_api_example_runs() -> None:
+    path = EXAMPLES / "python_api.py"
     out = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -61,3 +65,21 @@ async def test_quickstart_answers_the_readme_question() -> None:
     async with ag.load(EXAMPLES / "quickstart.yaml") as graph:
         again = await graph.arun(QUICKSTART_QUESTION, timeout_s=600)
     assert again.ok and again.answer == answer
+
+
+def test_evaluate_example_compares_two_graphs_on_two_benchmarks() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "evaluate.py"), "6"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "arc_easy:test[:6] (multiple_choice, 6 tasks)"
+    assert lines[4] == "gsm8k:test[:3] (math, 3 tasks)"
+    for i in (1, 2, 5, 6):
+        name, _, score, *_ = lines[i].split()
+        assert name in ("single", "self_consistency") and 0.0 <= float(score) <= 1.0
+        assert "failed 0" in lines[i]
+    assert lines[3].strip().startswith("self_consistency - single:")
