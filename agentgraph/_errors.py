@@ -8,6 +8,7 @@
     │                                         .source .line .field
     ├── ModelNotFound(FileNotFoundError)      a model file or pkg: reference does not resolve
     ├── MissingDependency(ImportError)        an optional extra is not installed
+    ├── SandboxError(RuntimeError)            the code sandbox cannot be set up here
     ├── BackendError                          a model call failed: .backend .node
     │   ├── TransientBackendError             worth retrying (overload, dropped connection)
     │   │   └── BackendTimeout(TimeoutError)  one call ran past its time limit
@@ -46,6 +47,7 @@ __all__ = [
     "NodeTimeout",
     "ReplayMiss",
     "RunFailed",
+    "SandboxError",
     "TaskError",
     "TransientBackendError",
     "UpstreamFailed",
@@ -122,6 +124,11 @@ class ModelNotFound(AgentGraphError, FileNotFoundError):
 
 class MissingDependency(AgentGraphError, ImportError):
     """An optional dependency is needed; the message names the extra to install."""
+
+
+class SandboxError(AgentGraphError, RuntimeError):
+    """The sandbox for generated code cannot be set up here (not Linux; an interpreter the
+    unprivileged user cannot read); never raised for what the program itself does."""
 
 
 class BackendError(AgentGraphError):

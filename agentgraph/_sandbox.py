@@ -67,7 +67,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, cast
 
-from ._errors import AgentGraphError, TaskError
+from ._errors import SandboxError, TaskError
 from ._tasks import Scored, Task
 
 __all__ = [
@@ -80,11 +80,6 @@ __all__ = [
     "code_program",
     "extract_code",
 ]
-
-
-class SandboxError(AgentGraphError, RuntimeError):
-    """The sandbox cannot be set up here (not Linux; an interpreter the unprivileged user
-    cannot read); never raised for what the program itself does."""
 
 
 @dataclass(frozen=True, slots=True)

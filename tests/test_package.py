@@ -59,6 +59,7 @@ PUBLIC = {
     "Role",
     "RunFailed",
     "RunResult",
+    "SandboxError",
     "Sampling",
     "Scored",
     "ScriptedBackend",
