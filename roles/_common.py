@@ -85,10 +85,13 @@ async def ask(
     return done.text
 
 
-def answer_message(role: Role, task: TaskKind, text: str) -> Message:
-    """The node's message with the answer extracted for ``task``; an unreadable answer
-    falls back to the parser's best guess and is noted in ``Message.parse_error``."""
-    parsed = extract_answer(text, task)
+def answer_message(
+    role: Role, task: TaskKind, text: str, choices: Sequence[str] | None = None
+) -> Message:
+    """The node's message with the answer extracted for ``task`` (a multiple-choice
+    answer also by an option's text, given the ``choices``); an unreadable answer falls
+    back to the parser's best guess and is noted in ``Message.parse_error``."""
+    parsed = extract_answer(text, task, choices)
     return Message(
         role.node, role.spec.role, text=text, answer=parsed.value, parse_error=parsed.error
     )

@@ -17,6 +17,8 @@ from fractions import Fraction
 from typing import Generic, TypeVar
 
 from agentgraph import TaskKind
+from agentgraph._scoring import match_option
+from agentgraph._tasks import LETTERS
 
 __all__ = [
     "Judgement",
@@ -164,39 +166,64 @@ def _math(text: str) -> Parsed[str]:
 
 _LETTER = re.compile(
     r"^\W{0,3}?(?i:(?:option|choice|letter)\s+)?"
-    r"(?:[(\[]([A-Ja-j])[)\]]|([A-Ja-j])(?:[).:,*]|\s*$)|([A-J])\s)"
+    r"(?:[(\[]([A-Za-z])[)\]]|([A-Za-z])(?:[).:,*]|\s*$)|([A-Z])\s)"
 )
 _PHRASE = re.compile(r"(?i)\b(?:answer|option|choice)\s+(?:is|would\s+be|:)\s*:?\s*(.*)")
 
 
-def _letter_at_start(text: str, *, loose: bool = True) -> str | None:
+def _letters(choices: Sequence[str] | None) -> str:
+    """The valid option letters: one per choice when they are known, else A-J."""
+    return LETTERS[: len(choices)] if choices else LETTERS[:10]
+
+
+def _letter_at_start(
+    text: str, *, loose: bool = True, choices: Sequence[str] | None = None
+) -> str | None:
     """The option letter ``text`` starts with. ``loose`` also takes a capital followed by
     a space ("B 7"), which is right after "Answer:" but not at the start of a reply,
     where "I think" and "A dog" are words."""
     match = _LETTER.match(text.strip().lstrip("*_`"))
     if match is None or (match.group(3) and not loose):
         return None
-    return next(g for g in match.groups() if g).upper()
+    letter = next(g for g in match.groups() if g).upper()
+    return letter if letter in _letters(choices) else None
 
 
-def _multiple_choice(text: str) -> Parsed[str]:
+def _option_named(text: str, choices: Sequence[str] | None) -> str | None:
+    """The letter of the one option ``text`` names by its text ("the kilometer")."""
+    index = match_option(text, choices) if choices else None
+    return LETTERS[index] if index is not None else None
+
+
+def _multiple_choice(text: str, choices: Sequence[str] | None = None) -> Parsed[str]:
     line = _answer_line(text)
     places = [line] if line is not None else []
     places += _boxed(text)[::-1]
     places += [m.group(1) for m in reversed(list(_PHRASE.finditer(text)))]
     for place in places:
-        letter = _letter_at_start(place)
+        # With the options known, "A kilometer" is the option's text before it is "A".
+        letter = (
+            _letter_at_start(place, loose=False, choices=choices)
+            or _option_named(place, choices)
+            or _letter_at_start(place, choices=choices)
+        )
         if letter is not None:
             return Parsed(letter)
-    letter = _letter_at_start(text, loose=False)
+    letter = _letter_at_start(text, loose=False, choices=choices)
     if letter is not None:
         return Parsed(letter)
     # "I pick (b)." names one option; "(a) 5, (b) 7" lists them and decides nothing.
-    marked = {m.upper() for m in re.findall(r"[(\[]([A-Ja-j])[)\]]", text)}
+    marked = {m.upper() for m in re.findall(r"(?<!\w)[(\[]([A-Za-z])[)\]]", text)}
+    marked &= set(_letters(choices))
     if len(marked) == 1:
         return Parsed(marked.pop())
+    letter = _option_named(text, choices)
+    if letter is not None:
+        return Parsed(letter)
     fallback = line if line else text.strip()
-    return Parsed(fallback, _expected("an option letter A-J ('Answer: <letter>')", text))
+    valid = _letters(choices)
+    what = f"an option letter {valid[0]}-{valid[-1]}" + (" or an option's text" if choices else "")
+    return Parsed(fallback, _expected(f"{what} ('Answer: <letter>')", text))
 
 
 # ------------------------------------------------------------------------ code, text
@@ -224,24 +251,29 @@ def _text(text: str) -> Parsed[str]:
     return Parsed(stripped, None if stripped else _expected("some text", text))
 
 
-_EXTRACT = {"math": _math, "multiple_choice": _multiple_choice, "code": _code, "text": _text}
+_EXTRACT = {"math": _math, "code": _code, "text": _text}
 
 
-def extract_answer(text: str, task: TaskKind) -> Parsed[str]:
+def extract_answer(text: str, task: TaskKind, choices: Sequence[str] | None = None) -> Parsed[str]:
     """The final answer in a model's reply, in the form ``task`` asks for: a canonical
-    number (math), an upper-case letter (multiple_choice), the last fenced code block
+    number (math), an upper-case letter (multiple_choice; with ``choices`` known, also an
+    option given by its text, and only their letters), the last fenced code block
     (code), or the ``Answer:`` line or whole stripped text (text)."""
+    if task == "multiple_choice":
+        return _multiple_choice(text, choices)
     return _EXTRACT[task](text)
 
 
-def normalize_answer(answer: str, task: TaskKind) -> str:
-    """A key under which equivalent answers compare equal (used for voting)."""
+def normalize_answer(answer: str, task: TaskKind, choices: Sequence[str] | None = None) -> str:
+    """A key under which equivalent answers compare equal (used for voting); with
+    ``choices``, a multiple-choice answer given by an option's text is keyed by its
+    letter."""
     if task == "math":
         number = _last_number(answer)
         if number is not None:
             return number
     elif task == "multiple_choice":
-        letter = _letter_at_start(answer)
+        letter = _letter_at_start(answer, choices=choices) or _option_named(answer, choices)
         if letter is not None:
             return letter
     elif task == "code":

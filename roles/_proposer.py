@@ -23,4 +23,4 @@ class Proposer(Role):
         variant = "revise" if critiques else "context" if context else "plain"
         values = {"question": ctx.question, "context": context, "critiques": critiques}
         text = await ask(self, ctx, "proposer", variant, values)
-        return answer_message(self, ctx.task, text)
+        return answer_message(self, ctx.task, text, ctx.choices)

@@ -23,4 +23,4 @@ class Synthesizer(Role):
             "critiques": critiques,
         }
         text = await ask(self, ctx, "synthesizer", "critiques" if critiques else "plain", values)
-        return answer_message(self, ctx.task, text)
+        return answer_message(self, ctx.task, text, ctx.choices)

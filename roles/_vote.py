@@ -10,12 +10,13 @@ from ._parse import normalize_answer
 
 class MajorityVote(Aggregator):
     """Self-consistency: the most common answer among its successful inputs, compared
-    after normalising by task kind ("1,000" = "1000", "(b)" = "B"). Ties go to the answer
-    seen first in input order. ``data["votes"]`` counts each normalised answer."""
+    after normalising by task kind ("1,000" = "1000", "(b)" = "B", and with the options
+    known "the kilometer" = "B" when B is "kilometer"). Ties go to the answer seen first
+    in input order. ``data["votes"]`` counts each normalised answer."""
 
     async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
         voters = require_candidates(self, inputs, "to vote on")
-        keys = [normalize_answer(m.content, ctx.task) for m in voters]
+        keys = [normalize_answer(m.content, ctx.task, ctx.choices) for m in voters]
         votes: dict[str, int] = {}
         for key in keys:
             votes[key] = votes.get(key, 0) + 1

@@ -8,7 +8,7 @@ import string
 from decimal import Decimal
 
 import pytest
-from agentgraph.roles import Proposer, Router, Verifier
+from agentgraph.roles import MajorityVote, Proposer, Router, Synthesizer, Verifier
 from agentgraph.roles._parse import (
     canonical_number,
     extract_answer,
@@ -111,6 +111,115 @@ def test_multiple_choice_letters(text: str, expected: str) -> None:
 def test_multiple_choice_words_are_not_letters(text: str) -> None:
     parsed = extract_answer(text, "multiple_choice")
     assert parsed.error is not None and "option letter A-J" in parsed.error
+
+
+UNITS = ("meter", "kilometer", "centimeter", "millimeter")
+LAB = ("wear a lab coat", "wash instruments and table tops", "open a window", "wash hands")
+CITIES = ("London", "Berlin", "Paris", "Rome")
+
+
+@pytest.mark.parametrize(
+    ("text", "choices", "expected"),
+    [
+        ("the kilometer", UNITS, "B"),
+        ("The answer is the kilometer.", UNITS, "B"),
+        ("Answer: Kilometer", UNITS, "B"),
+        ("Answer: A kilometer", UNITS, "B"),  # "A" is the article here
+        ("Distances between cities are measured in kilometers, so the kilometer.", UNITS, "B"),
+        ("wash instruments and table tops", LAB, "B"),
+        ("Answer: Wash instruments and table-tops.", LAB, "B"),
+        ("I think it's (c) Paris", CITIES, "C"),
+        ("It has to be Paris.", CITIES, "C"),
+        ("Answer: (D)", CITIES, "D"),  # letters still come first
+        ("Answer: B 7", UNITS, "B"),
+    ],
+)
+def test_multiple_choice_options_given_by_text(
+    text: str, choices: tuple[str, ...], expected: str
+) -> None:
+    assert extract_answer(text, "multiple_choice", choices) == type(
+        extract_answer(text, "multiple_choice")
+    )(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "choices", "error"),
+    [
+        ("Answer: E", UNITS, "an option letter A-D or an option's text"),  # out of range
+        ("(e)", UNITS, "an option letter A-D or an option's text"),
+        ("meter or kilometer, hard to say", UNITS, "or an option's text"),  # ambiguous
+        ("Answer: meter, not kilometer", UNITS, "or an option's text"),
+        ("the kilometer", None, "an option letter A-J"),  # no choices: as before
+    ],
+)
+def test_multiple_choice_without_an_option(
+    text: str, choices: tuple[str, ...] | None, error: str
+) -> None:
+    parsed = extract_answer(text, "multiple_choice", choices)
+    assert parsed.error is not None and error in parsed.error
+
+
+def test_letters_past_j_with_that_many_choices() -> None:
+    many = tuple(f"option {i}" for i in range(12))
+    assert extract_answer("Answer: L", "multiple_choice", many).value == "L"
+    assert extract_answer("Answer: L", "multiple_choice").error is not None
+
+
+def test_votes_compare_options_by_letter() -> None:
+    assert normalize_answer("the kilometer", "multiple_choice", UNITS) == "B"
+    assert normalize_answer("(b)", "multiple_choice", UNITS) == "B"
+    assert normalize_answer("the kilometer", "multiple_choice") == "the kilometer"
+
+
+async def test_a_proposer_reads_an_option_given_by_its_text() -> None:
+    spec = ag.NodeSpec(role="proposer", model="m")
+    ctx = ag.NodeContext(
+        "Which unit measures the distance between cities?",
+        node="p",
+        spec=spec,
+        task="multiple_choice",
+        choices=list(UNITS),
+        backend=ag.ScriptedBackend("The answer is the kilometer."),
+    )
+    out = await Proposer("p", spec).run(ctx, [])
+    assert (out.answer, out.parse_error) == ("B", None)
+    # without the options the same reply is unreadable, as before
+    ctx = ag.NodeContext(
+        "q",
+        node="p",
+        spec=spec,
+        task="multiple_choice",
+        backend=ag.ScriptedBackend("The answer is the kilometer."),
+    )
+    out = await Proposer("p", spec).run(ctx, [])
+    assert out.parse_error is not None
+
+
+async def test_a_synthesizer_reads_an_option_given_by_its_text() -> None:
+    spec = ag.NodeSpec(role="synthesizer", model="m", inputs=("a",))
+    ctx = ag.NodeContext(
+        "q",
+        node="s",
+        spec=spec,
+        task="multiple_choice",
+        choices=LAB,
+        backend=ag.ScriptedBackend("Both agree: wash instruments and table tops."),
+    )
+    out = await Synthesizer("s", spec).run(ctx, [ag.Message("a", "proposer", answer="B")])
+    assert (out.answer, out.parse_error) == ("B", None)
+
+
+async def test_vote_counts_an_option_text_as_its_letter() -> None:
+    spec = ag.NodeSpec(role="vote", inputs=("a", "b", "c"))
+    inputs = [
+        ag.Message("a", "proposer", answer="A"),
+        ag.Message("b", "proposer", answer="the kilometer"),  # e.g. a fallback answer
+        ag.Message("c", "proposer", answer="(b)"),
+    ]
+    ctx = ag.NodeContext("q", node="v", spec=spec, task="multiple_choice", choices=UNITS)
+    out = await MajorityVote("v", spec).run(ctx, inputs)
+    assert dict(out.data["votes"]) == {"A": 1, "B": 2}
+    assert out.candidate == "b"
 
 
 @pytest.mark.parametrize(
