@@ -319,7 +319,7 @@ async def aevaluate(
                         traces.write_line({"trace_id": f"{key}/{task.id}", **rec.to_dict()})
                 status, reason = _status(result)
                 if status == "ok":
-                    scored = await ascore(task, result.answer, tasks.scorer_name)
+                    scored = await ascore(task, _final_text(result), tasks.scorer_name)
                     outcome = _outcome(
                         name,
                         key,
@@ -346,6 +346,14 @@ async def aevaluate(
                 f.close()
     by_id = {**done, **{o.task_id: o for o in fresh}}
     return EvalReport(name, tasks.name, tuple(by_id[t.id] for t in tasks), seed)
+
+
+def _final_text(result: RunResult) -> str | None:
+    """What the scorer reads: the output node's reply as written (the scorer finds the
+    answer in it by its own rules, not the roles' parsers), or its answer when a model-free
+    node made one up without text."""
+    out = result.output
+    return out.text if out.text.strip() else result.answer
 
 
 def _status(result: RunResult) -> tuple[Status, str | None]:

@@ -148,8 +148,32 @@ def _stated(text: str) -> list[str]:
     return out
 
 
+# LaTeX that can stand in a plain number: spacing, escaped $ and %, \frac of numbers.
+_NUMERIC_LATEX = re.compile(r"\\[,;!:$%]|\\(?:text|mathrm)\{\s*(?:dollars?|cents?|%)?\s*\}")
+
+
+def _expression(place: str) -> str | None:
+    """``place`` (a boxed answer, an answer line) as a LaTeX expression when it is more
+    than a number (``\\frac{\\sqrt{2}}{2}``, ``(1, 2]``): kept as written, since reducing it
+    to its last number would change the answer. Of an equation, the right-hand side."""
+    place = place.rsplit("=", 1)[-1]
+    rest = _NUMERIC_LATEX.sub("", _FRAC.sub(r"\1/\2", place)).strip(" $")
+    if "\\" in rest or re.search(r"[A-Za-z]|[(\[].*,.*[)\]]", rest):  # or a tuple, interval
+        return " ".join(place.strip(" $").split())
+    return None
+
+
 def _math(text: str) -> Parsed[str]:
     line = _answer_line(text)
+    boxes = (_boxed(line) if line is not None else []) + _boxed(text)[::-1]
+    for box in boxes[:1]:
+        expression = _expression(box)
+        if expression is not None:
+            return Parsed(expression)
+    if line is not None and not boxes and "\\" in line:
+        expression = _expression(line)
+        if expression is not None:
+            return Parsed(expression)
     places = ([*_boxed(line), line] if line is not None else []) + _boxed(text)[::-1]
     for place in [*places, *_stated(text)]:
         number = _last_number(place)

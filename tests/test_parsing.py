@@ -49,6 +49,13 @@ TASKS = ("text", "math", "multiple_choice", "code")
         ("6/8", "0.75"),
         ("It costs $ 2.50 in total", "2.5"),
         ("7 apples and 3 pears", "3"),
+        # More than a number: kept as written (MATH-500 answers), not cut to a digit.
+        ("Answer: \\boxed{\\frac{\\sqrt{2}}{2}}", "\\frac{\\sqrt{2}}{2}"),
+        ("Answer: $\\sqrt{3}$", "\\sqrt{3}"),
+        ("so \\boxed{(1, 2]}", "(1, 2]"),
+        ("\\boxed{\\text{east}}", "\\text{east}"),
+        ("\\boxed{10^\\circ}", "10^\\circ"),
+        ("\\boxed{\\$1,000}", "1000"),
     ],
 )
 def test_math_answers(text: str, expected: str) -> None:
