@@ -38,7 +38,7 @@ Status = Literal["ok", "failed", "budget", "skipped"]
 _RESAMPLES = 2000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per task on the harness's hot path: treat as read-only
 class TaskOutcome:
     """One task run by one graph. ``status``: ``ok`` (it ran and was scored, rightly or
     not), ``failed`` (no answer: the run failed), ``budget`` (it ran out of budget) — both
@@ -300,46 +300,45 @@ async def aevaluate(
     todo = [t for t in tasks if t.id not in done]
     results = _ResultsFile(Path(out)) if out is not None and todo else None
     traces = _ResultsFile(Path(trace)) if trace is not None and todo else None
-    limit = asyncio.Semaphore(concurrency or _default_concurrency(graph))
 
     async def one(task: Task) -> TaskOutcome:
-        async with limit:
-            if task.answer is None and task.tests is None:
-                outcome = _outcome(name, key, task, None, "skipped", 0.0, None, "no gold answer")
-            else:
-                result = await graph.arun(
-                    task.prompt,
-                    choices=task.choices,
-                    task_kind=tasks.kind,
-                    timeout_s=timeout_s,
-                    budget=budget,
-                )
-                if traces is not None:
-                    for rec in result.trace:
-                        traces.write_line({"trace_id": f"{key}/{task.id}", **rec.to_dict()})
-                status, reason = _status(result)
-                if status == "ok":
-                    scored = await ascore(task, _final_text(result), tasks.scorer_name)
-                    outcome = _outcome(
-                        name,
-                        key,
-                        task,
-                        result,
-                        "ok",
-                        scored.score,
-                        scored.extracted,
-                        scored.reason,
-                    )
-                else:
-                    outcome = _outcome(name, key, task, result, status, 0.0, None, reason)
-        if results is not None:
-            results.write(outcome)
-        if on_outcome is not None:
-            on_outcome(outcome)
-        return outcome
+        if task.answer is None and task.tests is None:
+            return _outcome(name, key, task, None, "skipped", 0.0, None, "no gold answer")
+        result = await graph.arun(
+            task.prompt,
+            choices=task.choices,
+            task_kind=tasks.kind,
+            timeout_s=timeout_s,
+            budget=budget,
+        )
+        if traces is not None:
+            for rec in result.trace:
+                traces.write_line({"trace_id": f"{key}/{task.id}", **rec.to_dict()})
+        status, reason = _status(result)
+        if status != "ok":
+            return _outcome(name, key, task, result, status, 0.0, None, reason)
+        scored = await ascore(task, _final_text(result), tasks.scorer_name)
+        return _outcome(
+            name, key, task, result, "ok", scored.score, scored.extracted, scored.reason
+        )
 
+    pending = iter(todo)
+    fresh: list[TaskOutcome] = []
+
+    async def worker() -> None:
+        # A few workers pulling tasks, not a task per item: thousands of waiting
+        # coroutines cost memory and collector time for nothing.
+        for task in pending:
+            outcome = await one(task)
+            fresh.append(outcome)
+            if results is not None:
+                results.write(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+    workers = min(len(todo), concurrency or _default_concurrency(graph))
     try:
-        fresh = await asyncio.gather(*(one(t) for t in todo))
+        await asyncio.gather(*(worker() for _ in range(workers)))
     finally:
         for f in (results, traces):
             if f is not None:

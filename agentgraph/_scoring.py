@@ -147,10 +147,13 @@ def _boxed(text: str) -> list[str]:
 def answer_segment(text: str) -> str | None:
     r"""What follows the last answer marker (to the end of its line, or the next non-empty
     line; its ``\boxed{}`` if any), else the last ``\boxed{}``, else None."""
-    markers = list(_MARKER.finditer(text))
-    if markers:
-        rest = text[markers[-1].end() :].lstrip(" \t*_")
-        lines = [line.strip(" \t*_") for line in rest.splitlines()]
+    last = None
+    if "answer" in text or "####" in text or "ANSWER" in text or "Answer" in text:
+        for last in _MARKER.finditer(text):  # noqa: B007 (the last one is wanted)
+            pass
+    if last is not None:
+        rest = text[last.end() :].lstrip(" \t*_")
+        lines = (line.strip(" \t*_") for line in rest.splitlines())
         segment = next((line for line in lines if line), "")
         boxed = _boxed(segment)
         return boxed[-1] if boxed else segment
@@ -181,13 +184,22 @@ def _numbers(text: str) -> list[Fraction]:
     text = _clean_latex(text)
     for m in _NUMBER.finditer(text):
         # "5 - 3" subtracts: a minus after an operand is no sign.
-        operand = re.search(r"[\d)\]}]\s*$", text[: m.start()]) is not None
+        i = m.start() - 1
+        while i >= 0 and text[i].isspace():
+            i -= 1
+        operand = i >= 0 and (text[i].isdigit() or text[i] in ")]}")
         negative = m["sign2"] != "" or (m["sign"] != "" and not operand)
-        exp, den = int(m["exp"] or 0), Decimal(m["den"] or 1)
-        if abs(exp) > 100 or den == 0:  # "1e999999" would build a huge integer
+        exp = int(m["exp"] or 0)
+        if abs(exp) > 100:  # "1e999999" would build a huge integer
             continue
-        value = Fraction(Decimal(f"{m['int'] or '0'}{m['frac'] or ''}".replace(",", "")))
-        value = value * Fraction(10) ** exp / Fraction(den)
+        digits = f"{m['int'] or '0'}{m['frac'] or ''}".replace(",", "")
+        whole, _, decimals = digits.partition(".")
+        value = Fraction(int(whole + decimals), 10 ** len(decimals))
+        if exp or m["den"]:
+            den = Decimal(m["den"] or 1)
+            if den == 0:
+                continue
+            value = value * Fraction(10) ** exp / Fraction(den)
         out.append(-value if negative else value)
     return out
 
@@ -215,12 +227,17 @@ def _the_number(text: str) -> Fraction | None:
     return found[-1] if found else None
 
 
+@functools.lru_cache(maxsize=4096)  # one gold is read once per evaluation, not per graph
+def _gold_number(answer: str) -> Fraction | None:
+    return _the_number(answer)
+
+
 def score_numeric(task: Task, text: str) -> Scored:
     """Exact numeric match (GSM8K): the answer's number equals the gold's, as fractions."""
     early = _unscorable(task, text)
     if early is not None:
         return early
-    gold = _the_number(task.answer or "")
+    gold = _gold_number(task.answer or "")
     if gold is None:
         return Scored(0.0, None, f"the gold answer {task.answer!r} is not a number")
     got = _the_number(text)
