@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import MissingDependency, TaskError
+from ._scoring import boxed_contents
 from ._spec import TaskKind
 from ._tasks import LETTERS, Task, TaskSet, parse_task_ref
 
@@ -54,7 +55,6 @@ __all__ = [
     "BUILTIN_SETS",
     "TASK_FIELDS",
     "builtin_set",
-    "last_boxed",
     "load_tasks",
     "mmlu_subjects",
 ]
@@ -190,34 +190,12 @@ def _gsm8k() -> TaskSet:
     return TaskSet("gsm8k", "math", tasks, scorer="numeric")
 
 
-def last_boxed(text: str) -> str | None:
-    r"""The content of the last ``\boxed{...}`` in ``text``, braces balanced (``\{`` and
-    ``\}`` are literal braces, not grouping); None when there is none or it is unclosed."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    i = j = start + len("\\boxed{")
-    depth = 1
-    while j < len(text):
-        c = text[j]
-        if c == "\\":
-            j += 2  # an escaped character (\{, \}, \\) never opens or closes a group
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i:j]
-        j += 1
-    return None
-
-
 def _math500() -> TaskSet:
     tasks = []
     for d in _docs("minerva_math_500/gold_bpb_0shot"):
         # The file's own ``answer`` field lost characters (``\left`` became ``\le``).
-        gold = last_boxed(d["solution"])
+        boxes = boxed_contents(d["solution"])
+        gold = boxes[-1] if boxes else None
         if gold is None:
             raise TaskError("no \\boxed{} answer in the solution", source=f"math500/{d['index']}")
         meta = _frozen(solution=d["solution"], level=d["level"])

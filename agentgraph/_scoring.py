@@ -131,17 +131,28 @@ _MARKER = re.compile(
 )
 
 
-def _boxed(text: str) -> list[str]:
-    r"""Contents of every ``\boxed{...}`` / ``\fbox{...}``, nested braces included."""
+def boxed_contents(text: str) -> list[str]:
+    r"""Contents of every closed ``\boxed{...}`` / ``\fbox{...}``, in order, braces
+    balanced; ``\{`` and ``\}`` are literal braces, not grouping. One reader for the
+    scorers, the roles' parsers and the MATH-500 loader."""
     out = []
-    for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
+    for match in _BOX.finditer(text):
         depth, i = 1, match.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
+        while i < len(text):
+            c = text[i]
+            if c == "\\":
+                i += 2  # an escaped character (\{, \}, \\) never opens or closes a group
+                continue
+            depth += c == "{"
+            depth -= c == "}"
+            if depth == 0:
+                out.append(text[match.end() : i])
+                break
             i += 1
-        if depth == 0:
-            out.append(text[match.end() : i - 1])
     return out
+
+
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
 def answer_segment(text: str) -> str | None:
@@ -155,9 +166,9 @@ def answer_segment(text: str) -> str | None:
         rest = text[last.end() :].lstrip(" \t*_")
         lines = (line.strip(" \t*_") for line in rest.splitlines())
         segment = next((line for line in lines if line), "")
-        boxed = _boxed(segment)
+        boxed = boxed_contents(segment)
         return boxed[-1] if boxed else segment
-    boxed = _boxed(text)
+    boxed = boxed_contents(text)
     return boxed[-1] if boxed else None
 
 
@@ -467,7 +478,7 @@ def _check_math(gold: str, text: str) -> Scored:
     extracted = bare if bare is not None else read
     if _EXPLOSIVE.search(read):  # parsing leaves powers unevaluated; comparing does not
         return Scored(0.0, _short(extracted), "answer too large to evaluate safely")
-    golds = mv.parse(_as_latex(gold) if not _boxed(gold) else gold, parsing_timeout=None)
+    golds = mv.parse(_as_latex(gold) if not boxed_contents(gold) else gold, parsing_timeout=None)
     if not golds:
         return Scored(0.0, extracted, f"the gold answer {gold!r} could not be parsed")
     if mv.verify(golds, pred, timeout_seconds=None):

@@ -17,7 +17,7 @@ from fractions import Fraction
 from typing import Generic, TypeVar
 
 from agentgraph import TaskKind
-from agentgraph._scoring import match_option
+from agentgraph._scoring import boxed_contents, match_option
 from agentgraph._tasks import LETTERS
 
 __all__ = [
@@ -120,19 +120,6 @@ def canonical_number(text: str) -> str | None:
     return _last_number(text)
 
 
-def _boxed(text: str) -> list[str]:
-    """Contents of every ``\\boxed{...}``, nested braces included."""
-    out = []
-    for match in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        depth, i = 1, match.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            out.append(text[match.end() : i - 1])
-    return out
-
-
 # Without an "Answer:" line, a stated result beats the last number: small models often
 # run on after the result ("3 + 4 = 7. This is because 3 and 4 ...").
 _STATED = [
@@ -165,7 +152,8 @@ def _expression(place: str) -> str | None:
 
 def _math(text: str) -> Parsed[str]:
     line = _answer_line(text)
-    boxes = (_boxed(line) if line is not None else []) + _boxed(text)[::-1]
+    line_boxes = boxed_contents(line) if line is not None else []
+    boxes = line_boxes + boxed_contents(text)[::-1]
     for box in boxes[:1]:
         expression = _expression(box)
         if expression is not None:
@@ -174,7 +162,7 @@ def _math(text: str) -> Parsed[str]:
         expression = _expression(line)
         if expression is not None:
             return Parsed(expression)
-    places = ([*_boxed(line), line] if line is not None else []) + _boxed(text)[::-1]
+    places = [*line_boxes, *([line] if line is not None else []), *boxes[len(line_boxes) :]]
     for place in [*places, *_stated(text)]:
         number = _last_number(place)
         if number is not None:
@@ -222,7 +210,7 @@ def _option_named(text: str, choices: Sequence[str] | None) -> str | None:
 def _multiple_choice(text: str, choices: Sequence[str] | None = None) -> Parsed[str]:
     line = _answer_line(text)
     places = [line] if line is not None else []
-    places += _boxed(text)[::-1]
+    places += boxed_contents(text)[::-1]
     places += [m.group(1) for m in reversed(list(_PHRASE.finditer(text)))]
     for place in places:
         # With the options known, "A kilometer" is the option's text before it is "A".

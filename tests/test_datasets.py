@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from agentgraph import _datasets
-from agentgraph._datasets import BUILTIN_SETS, last_boxed, load_tasks, mmlu_subjects
+from agentgraph._datasets import BUILTIN_SETS, load_tasks, mmlu_subjects
 from agentgraph._errors import MissingDependency, TaskError
+from agentgraph._scoring import boxed_contents
 from agentgraph._tasks import LETTERS, Task
 
 # --- built-in sets ---------------------------------------------------------------------
@@ -161,13 +162,13 @@ def test_arc_options_are_cut_exactly() -> None:
             assert task.answer == LETTERS[doc["gold"]]
 
 
-def test_last_boxed() -> None:
-    assert last_boxed(r"so $\boxed{\frac{1}{2}}$.") == r"\frac{1}{2}"
-    assert last_boxed(r"$\boxed{1}$ or $\boxed{2}$") == "2"
-    assert last_boxed(r"\boxed{\{1, 2\}}") == r"\{1, 2\}"  # literal braces do not nest
-    assert last_boxed(r"\boxed{a \\ b}") == r"a \\ b"
-    assert last_boxed(r"\boxed{\frac{1}{2}") is None  # unclosed
-    assert last_boxed("no box") is None
+def test_boxed_contents() -> None:
+    assert boxed_contents(r"so $\boxed{\frac{1}{2}}$.") == [r"\frac{1}{2}"]
+    assert boxed_contents(r"$\boxed{1}$ or $\fbox{2}$") == ["1", "2"]
+    assert boxed_contents(r"\boxed{\{1, 2\}}") == [r"\{1, 2\}"]  # literal braces do not nest
+    assert boxed_contents(r"\boxed{a \\ b}") == [r"a \\ b"]
+    assert boxed_contents(r"\boxed{\frac{1}{2}") == []  # unclosed
+    assert boxed_contents("no box") == []
 
 
 def test_builtins_are_cached_and_read_only() -> None:
