@@ -245,7 +245,8 @@ def _labels(paths: Sequence[str]) -> list[str]:
 class _EvalProgress:
     """One rich progress bar per graph: done/total, running score, tokens, cost, ETA."""
 
-    def __init__(self, *, disable: bool) -> None:
+    def __init__(self, *, disable: bool, console: Any = None) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -263,6 +264,7 @@ class _EvalProgress:
                 "${task.fields[cost]:.4f}"
             ),
             TimeRemainingColumn(),
+            console=console if console is not None else Console(stderr=True),
             disable=disable,
         )
 

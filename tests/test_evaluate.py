@@ -230,3 +230,24 @@ def test_a_killed_evaluation_loses_no_finished_task(tmp_path: Path) -> None:
     assert after[: len(before)] == before  # kept as they were
     assert sorted(o.task_id for o in after) == sorted(f"q{i}" for i in range(40))
     assert json.loads(resumed.stdout)["reports"][0]["score"] == 1.0
+
+
+async def test_the_progress_bar_shows_done_total_score_tokens_and_cost() -> None:
+    import io
+    import re
+
+    from rich.console import Console
+
+    from agentgraph._cli import _EvalProgress
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    graph = proposer_graph(ag.ScriptedBackend("Answer: 4"))
+    with _EvalProgress(disable=False, console=console) as progress:
+        report = await graph.aevaluate(
+            math_tasks(4), label="mine", on_outcome=progress.track("mine", 4)
+        )
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    last = [line for line in text.splitlines() if line.startswith("mine")][-1]
+    assert "4/4" in last and "score 0.500" in last and "$0.0000" in last
+    assert f" {report.tokens} tok " in last
