@@ -63,6 +63,7 @@ class TaskOutcome:
     uncached_cost: float
     trace_id: str
     settings: str  # which graph and settings produced it: the resume key, with task_id
+    task_hash: str  # and what the task said: an edited task is run again
 
     def to_dict(self) -> dict[str, Any]:
         # Flat fields: dataclasses.asdict's recursive copy costs more than the JSON encoding.
@@ -290,9 +291,9 @@ async def aevaluate(
     key = settings_key(graph, tasks, budget, timeout_s)
     done: dict[str, TaskOutcome] = {}
     if out is not None:
-        wanted = {t.id for t in tasks}
+        wanted = {t.id: _task_hash(t) for t in tasks}
         for o in read_outcomes(out):
-            if o.settings == key and o.task_id in wanted:
+            if o.settings == key and wanted.get(o.task_id) == o.task_hash:
                 done[o.task_id] = o
     for o in done.values():
         if on_outcome is not None:
@@ -394,7 +395,13 @@ def _outcome(
         uncached_cost=result.uncached_cost if result else 0.0,
         trace_id=f"{key}/{task.id}",
         settings=key,
+        task_hash=_task_hash(task),
     )
+
+
+def _task_hash(task: Task) -> str:
+    parts = (task.question, task.answer, task.choices, task.tests, task.entry_point)
+    return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 
 
 def _default_concurrency(graph: Graph) -> int:

@@ -95,6 +95,14 @@ async def test_a_second_evaluation_resumes_from_the_results_file(tmp_path: Path)
     c = await proposer_graph(ag.ScriptedBackend("Answer: 4")).aevaluate(math_tasks(6), out=out)
     assert c.to_dict() == b.to_dict()
     assert len(read_outcomes(out)) == 6
+    # An edited task is run again.
+    edited = list(math_tasks(6))
+    edited[0] = ag.Task("t0", "What is 0 + 4, in words?", answer="4")
+    redo = ag.ScriptedBackend("Answer: 4")
+    await proposer_graph(redo).aevaluate(
+        ag.TaskSet("mine", "math", tuple(edited), scorer="numeric"), out=out
+    )
+    assert [r.messages[-1].content for r in redo.calls] == ["What is 0 + 4, in words?"]
     # Other settings are another evaluation: nothing is reused.
     other = ag.ScriptedBackend("Answer: 4")
     await proposer_graph(other).aevaluate(math_tasks(6), out=out, budget=ag.Budget(tokens=999))
