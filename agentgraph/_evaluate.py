@@ -44,9 +44,10 @@ class TaskOutcome:
     not), ``failed`` (no answer: the run failed), ``budget`` (it ran out of budget) — both
     score 0 — or ``skipped`` (the task cannot be scored: no gold answer or tests; left out
     of the score). Tokens and cost are what was spent (cache hits are free), ``uncached_*``
-    what it would have cost without the cache. ``latency_s`` is the run's critical path,
-    ``wall_s`` its elapsed time; both include waiting for a model slot held by another
-    task's run when more tasks run at once than the models have slots."""
+    what it would have cost and taken without the cache (a search compares graphs by it).
+    ``latency_s`` is the run's critical path, ``wall_s`` its elapsed time; both include
+    waiting for a model slot held by another task's run when more tasks run at once than
+    the models have slots."""
 
     graph: str
     task_id: str
@@ -61,6 +62,7 @@ class TaskOutcome:
     wall_s: float
     uncached_tokens: int
     uncached_cost: float
+    uncached_latency_s: float
     trace_id: str
     settings: str  # which graph and settings produced it: the resume key, with task_id
     task_hash: str  # and what the task said: an edited task is run again
@@ -393,6 +395,7 @@ def _outcome(
         wall_s=result.wall_s if result else 0.0,
         uncached_tokens=result.uncached_tokens if result else 0,
         uncached_cost=result.uncached_cost if result else 0.0,
+        uncached_latency_s=result.uncached_latency_s if result else 0.0,
         trace_id=f"{key}/{task.id}",
         settings=key,
         task_hash=_task_hash(task),

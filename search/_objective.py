@@ -93,9 +93,8 @@ class Evaluation:
                 f"no scored task among {len(outcomes)} outcomes: a minibatch needs tasks "
                 "with a gold answer or tests"
             )
-        # The core records only the measured latency per task so far; a would-be latency
-        # (cache hits at their original time) is used as soon as an outcome carries one.
-        latencies = [float(getattr(o, "uncached_latency_s", o.latency_s)) for o in scored]
+        # Cache hits at their original time: a graph is judged by what it really takes.
+        latencies = [o.uncached_latency_s for o in scored]
         return cls(
             score=float(np.mean([o.score for o in scored])),
             latency_s=float(np.mean(latencies)),

@@ -390,7 +390,7 @@ def test_evaluation_from_task_outcomes_uses_would_be_costs() -> None:
         return ag.TaskOutcome(
             graph="g", task_id=f"t{i}", status=status,  # type: ignore[arg-type]
             score=score, answer=None, extracted=None, reason=None,
-            tokens=0, cost=0.0, latency_s=lat, wall_s=lat,
+            tokens=0, cost=0.0, latency_s=lat / 2, wall_s=lat, uncached_latency_s=lat,
             uncached_tokens=100 * i, uncached_cost=0.01 * i, trace_id="", settings="", task_hash="",
         )  # fmt: skip
 
