@@ -82,7 +82,8 @@ class SearchStore:
             raise StoreError("is a directory, not a search store", path=self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            # Used from one thread at a time (the tuner awaits each write in a worker thread).
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a committed row survives a crash
             self._db.executescript(_SCHEMA)
