@@ -132,7 +132,8 @@ class CurvePoint:
 
 class Tracker(Generic[D]):
     """Best feasible graph so far and the search curve, one point per evaluation. Among
-    equal scores the cheaper (then faster) graph wins; ties beyond that keep the first."""
+    equal scores the cheaper (in money, then tokens, then time) graph wins; ties beyond
+    that keep the first."""
 
     def __init__(self) -> None:
         self.evaluations = 0
@@ -181,8 +182,9 @@ class Tracker(Generic[D]):
         return tracker
 
 
-def _rank(e: Evaluation) -> tuple[float, float, float]:
-    return (e.score, -e.cost_usd, -e.latency_s)
+def _rank(e: Evaluation) -> tuple[float, float, float, float]:
+    # Tokens before latency: they repeat exactly from run to run, measured latency does not.
+    return (e.score, -e.cost_usd, -e.tokens, -e.latency_s)
 
 
 # --- the interface ------------------------------------------------------------------------
