@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from numpy.typing import NDArray
 
 import agentgraph as ag
 
+ROOT = Path(__file__).resolve().parent.parent
 Arr = NDArray[np.float64]
 Decisions = tuple[int, ...]
 
@@ -533,3 +535,61 @@ def test_tpe_without_optuna_names_the_install(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
     with pytest.raises(ag.MissingDependency, match="pip install optuna"):
         TpeSearch(ProductSpace(SIZES))
+
+
+# --- with a real graph space ---------------------------------------------------------------
+
+
+def _real_space(name: str) -> Any:
+    spacefile = pytest.importorskip(
+        "agentgraph.search._spacefile", reason="the graph space module is not there yet"
+    )
+    path = ROOT / "examples" / "spaces" / f"{name}.yaml"
+    if not path.exists():
+        pytest.skip(f"no example space {path}")
+    return spacefile.load_space(path)
+
+
+def _by_size(samples: Sequence[Any], rng: np.random.Generator) -> list[Evaluation]:
+    """Noisy score; cost grows with the number of nodes of the sampled graph."""
+    return [
+        Evaluation(
+            score=float(rng.random()),
+            cost_usd=1e-3 * len(s.spec.nodes),
+            latency_s=0.5 * len(s.spec.nodes),
+            latency_p95_s=0.5 * len(s.spec.nodes),
+            tokens=100.0 * len(s.spec.nodes),
+        )
+        for s in samples
+    ]
+
+
+@pytest.mark.parametrize("kind", ["reinforce", "random", "tpe", "grid"])
+def test_searchers_on_an_example_space(kind: str) -> None:
+    space = _real_space("layered")
+    obj = Objective(SearchBudget(cost_usd=3e-3))
+    if kind == "tpe":
+        pytest.importorskip("optuna", reason="optuna (the tpe extra) is not installed")
+    cls: Any = {"reinforce": Reinforce, "random": RandomSearch, "tpe": TpeSearch}.get(kind)
+    searcher = cls(space, obj, seed=1) if cls else GridSearch(space, obj, max_size=1000)
+    env = np.random.default_rng(0)
+    for _ in range(3):
+        samples = searcher.ask(4)
+        for s in samples:
+            assert s.spec == space.decisions_to_spec(s.decisions)
+        searcher.tell(samples, _by_size(samples, env))
+    resumed = restore(space, json.loads(json.dumps(searcher.state())))
+    env2 = np.random.default_rng(0)
+    env2.bit_generator.state = env.bit_generator.state
+    for _ in range(3):
+        a, b = searcher.ask(4), resumed.ask(4)
+        assert [s.decisions for s in a] == [s.decisions for s in b]
+        searcher.tell(a, _by_size(a, env))
+        resumed.tell(b, _by_size(b, env2))
+    assert json.dumps(resumed.state()) == json.dumps(searcher.state())
+    best = searcher.best
+    assert best is not None and len(space.decisions_to_spec(best.decisions).nodes) <= 3
+    if kind == "reinforce":
+        # Samples carry their exact log-probability under the parameters they came from.
+        s = searcher.ask(1)[0]
+        assert s.log_prob == pytest.approx(space.log_prob(s.decisions, searcher.params))
