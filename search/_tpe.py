@@ -55,9 +55,10 @@ def _import_optuna() -> Any:
 
 
 class TpeSearch(Searcher[D]):
-    """Tree-structured Parzen Estimator (Optuna's ``TPESampler``, its defaults: multivariate,
-    constant liar for trials asked together) on the same decisions, maximizing the
-    objective's Lagrangian reward. The first ``n_startup_trials`` are uniform at random.
+    """Tree-structured Parzen Estimator (Optuna's ``TPESampler`` with Optuna's defaults; from
+    Optuna 5 these are multivariate TPE and a constant liar for trials asked together, which
+    earlier versions only offer as experimental options) on the same decisions, maximizing
+    the objective's Lagrangian reward. The first ``n_startup_trials`` are uniform at random.
     ``quiet`` lowers Optuna's log level (process-wide) to warnings, so that each finished
     trial is not logged."""
 
