@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import builtins
 import csv
-import difflib
 import functools
 import gzip
 import importlib
@@ -41,12 +40,12 @@ import io
 import json
 import re
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._errors import MissingDependency, TaskError
+from ._errors import MissingDependency, TaskError, did_you_mean
 from ._scoring import boxed_contents
 from ._spec import TaskKind
 from ._tasks import LETTERS, Task, TaskSet, parse_task_ref
@@ -104,11 +103,6 @@ def load_tasks(
 # --- built-in sets ------------------------------------------------------------------------
 
 
-def _did_you_mean(name: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=3)
-    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-
-
 @functools.cache
 def builtin_set(name: str) -> TaskSet:
     """A built-in set, whole, read once per process."""
@@ -118,7 +112,7 @@ def builtin_set(name: str) -> TaskSet:
         if subject not in subjects:
             raise TaskError(
                 f"unknown MMLU subject {subject!r}; subjects: {', '.join(subjects)}"
-                f"{_did_you_mean(subject, subjects)}",
+                f"{did_you_mean(subject, subjects, 3)}",
                 source=name,
             )
         return TaskSet(name, "multiple_choice", _mmlu_subject(subject), scorer="choice")
@@ -127,7 +121,7 @@ def builtin_set(name: str) -> TaskSet:
         valid = [*BUILTIN_SETS, "mmlu/<subject>"]
         raise TaskError(
             f"unknown task set {name!r}; valid sets: {', '.join(valid)}, or a .jsonl or "
-            f".csv file{_did_you_mean(name, BUILTIN_SETS)}"
+            f".csv file{did_you_mean(name, BUILTIN_SETS, 3)}"
         )
     return loader()
 
@@ -356,7 +350,7 @@ def _load_file(path: Path, name: str, fields: Mapping[str, str], kind: TaskKind 
         if column not in seen:
             raise TaskError(
                 f"no column {column!r} (mapped to {field!r}); columns: {', '.join(seen)}"
-                f"{_did_you_mean(column, seen)}",
+                f"{did_you_mean(column, seen, 3)}",
                 source=source,
                 line=1 if suffix == ".csv" else None,  # the header
                 field=column,
@@ -398,7 +392,7 @@ def _columns(fields: Mapping[str, str], source: str) -> dict[str, str]:
         if field not in TASK_FIELDS:
             raise TaskError(
                 f"unknown task field {field!r} in the fields mapping; valid fields: "
-                f"{', '.join(TASK_FIELDS)}{_did_you_mean(field, TASK_FIELDS)}",
+                f"{', '.join(TASK_FIELDS)}{did_you_mean(field, TASK_FIELDS, 3)}",
                 source=source,
                 field=field,
             )

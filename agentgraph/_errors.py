@@ -29,7 +29,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
@@ -52,6 +52,13 @@ __all__ = [
     "TransientBackendError",
     "UpstreamFailed",
 ]
+
+
+def did_you_mean(value: str, valid: Iterable[str], n: int = 1) -> str:
+    """``"; did you mean 'x'?"`` (up to ``n`` close matches), or ``""``: the one wording
+    every error that names a wrong value uses."""
+    close = difflib.get_close_matches(value, list(valid), n=n)
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 class AgentGraphError(Exception):
@@ -256,8 +263,7 @@ def validation_error(
     if kind in ("extra_forbidden", "missing"):
         valid = fields_at(model, loc[:-1])
         if kind == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(loc[-1]), valid)
             message = f"unknown {what} {loc[-1]!r}; valid {what}s: {', '.join(valid)}{hint}"
         else:
             message = f"missing required {what} {loc[-1]!r}"

@@ -8,7 +8,6 @@ merge node over graph defaults by the fields a document actually sets, so an exp
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -19,7 +18,7 @@ from typing import Annotated, Any, Literal, NoReturn, Self, TypeVar
 import networkx as nx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from ._errors import GraphValidationError
+from ._errors import GraphValidationError, did_you_mean
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -281,9 +280,7 @@ def _dependency_graph(nodes: Mapping[str, NodeSpec]) -> nx.DiGraph:
 def options_hint(kind: str, valid: Iterable[str], value: str) -> str:
     valid = list(valid)
     listed = ", ".join(repr(v) for v in valid) if valid else "(none defined)"
-    close = difflib.get_close_matches(value, valid, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"valid {kind}: {listed}{hint}"
+    return f"valid {kind}: {listed}{did_you_mean(value, valid)}"
 
 
 def check_graph(spec: GraphSpec) -> None:

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import pydantic
 
 from agentgraph import GraphValidationError, Message, NodeContext, NodeSpec, Role
+from agentgraph._errors import did_you_mean
 
 from ._common import ask, candidates, origin, reject_prompts, require_inputs, score_of
 from ._parse import parse_choice
@@ -106,8 +106,7 @@ class Router(Role):
         for outcome in outcomes:
             for i, name in enumerate(self.routing.targets(outcome)):
                 if name not in successors:
-                    close = difflib.get_close_matches(name, successors, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    hint = did_you_mean(name, successors)
                     valid = ", ".join(repr(s) for s in successors) or "(none)"
                     why = f"{name!r} is not a successor of {self.node!r}; successors: {valid}"
                     raise self._error(why + hint, "params", outcome, i)

@@ -22,15 +22,15 @@ once the batch keeps within the limit. Feasibility of a single graph is the plai
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agentgraph import AgentGraphError
+from agentgraph._errors import did_you_mean
 
 if TYPE_CHECKING:
     from agentgraph import TaskOutcome
@@ -51,11 +51,6 @@ METRICS = ("latency_s", "latency_p95_s", "cost_usd", "tokens")
 class SearchError(AgentGraphError, ValueError):
     """A search setting or state cannot be used: a bad budget, a space too large to
     enumerate, a searcher state from another searcher or space."""
-
-
-def _did_you_mean(name: str, valid: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +139,7 @@ class SearchBudget:
                 raise SearchError(f"budget item {item!r} is not NAME=VALUE (in {text!r})")
             if name not in METRICS:
                 raise SearchError(
-                    f"unknown budget {name!r} in {text!r}{_did_you_mean(name, METRICS)}; "
+                    f"unknown budget {name!r} in {text!r}{did_you_mean(name, METRICS)}; "
                     f"valid: {', '.join(METRICS)}"
                 )
             if name in limits:
@@ -162,7 +157,7 @@ class SearchBudget:
         unknown = sorted(set(data) - set(METRICS))
         if unknown:
             raise SearchError(
-                f"unknown budget {unknown[0]!r}{_did_you_mean(unknown[0], METRICS)}; "
+                f"unknown budget {unknown[0]!r}{did_you_mean(unknown[0], METRICS)}; "
                 f"valid: {', '.join(METRICS)}"
             )
         return cls(**data)
