@@ -268,30 +268,33 @@ class _NodeCalls:
         flight = asyncio.get_running_loop().create_future()
         cache.flights[key] = flight
         done: Completion | None = None
+        filed: Completion | None = None
         sent = request
         try:
             done, sent = await self._dispatch(backend, request, cache)
+            filed = self._filed(done)
             # An answer cut short by a budget's cap is not the answer to the request as
             # built: file it under the capped request.
             capped = sent is not request and done.finish_reason == "length"
             where = cache.key(backend.id, sent) if capped else key
             try:
-                await cache.astore(where, backend.id, self._stored(done))
+                await cache.astore(where, backend.id, filed)
             except Exception as exc:  # the call succeeded and was paid for: keep it
                 log.warning(
                     "call cache %s: could not store a call of %r: %s", cache.path, node.name, exc
                 )
         finally:
             del cache.flights[key]
-            flight.set_result(done if done is not None and sent is request else None)
+            flight.set_result(filed if sent is request else None)
         return done
 
-    def _stored(self, done: Completion) -> Completion:
-        """What the cache keeps: unknown usage is filed as what the ledger charged."""
-        if done.usage is not None:
-            return done
+    def _filed(self, done: Completion) -> Completion:
+        """What the cache keeps and identical calls in flight receive: the figures this
+        call's trace record holds (its measured latency; unknown usage as what the ledger
+        charged), so a hit reports exactly what the original call's trace said."""
         rec = self.records[-1]
-        return dataclasses.replace(done, usage=Usage(rec.prompt_tokens, rec.completion_tokens))
+        usage = done.usage or Usage(rec.prompt_tokens, rec.completion_tokens)
+        return dataclasses.replace(done, usage=usage, latency_s=rec.latency_s)
 
     def _hit(self, request: CompletionRequest, done: Completion, start: float) -> Completion:
         hit = done if done.cached else dataclasses.replace(done, cached=True)
