@@ -3,6 +3,7 @@
 agentgraph run GRAPH.yaml "question" [--timeout S] [--trace FILE] [--json]
                [--cache FILE | --replay FILE]
 agentgraph eval GRAPH.yaml [GRAPH.yaml ...] --tasks SET [--budget K=V,...] [--out FILE] ...
+agentgraph tune SPACE.yaml --tasks SET [--test SET] [--searcher reinforce|random|grid|tpe] ...
 agentgraph estimate GRAPH.yaml ["question"] [--profiles FILE]
 agentgraph profile GRAPH.yaml|MODEL.gguf [--model NAME] [--repeats N] [--profiles FILE]
 agentgraph show GRAPH.yaml [--yaml]
@@ -17,7 +18,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ._cache import CallCache
 from ._errors import AgentGraphError, GraphValidationError, TaskError
@@ -59,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_show.add_argument("graph")
     p_show.add_argument("--yaml", action="store_true", help="print the normalized YAML")
     sub.add_parser("schema", help="print the JSON Schema of graph files")
+    plugins = _plugin_commands()
+    for command in plugins.values():
+        command.configure(sub.add_parser(command.name, help=command.help))
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -69,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _estimate(args)
         if args.command == "eval":
             return asyncio.run(_eval(args))
+        if args.command in plugins:
+            return plugins[args.command].run(args)
         if args.command == "profile":
             return asyncio.run(_profile(args))
         from . import schema_json
@@ -97,6 +103,28 @@ def _run(args: argparse.Namespace) -> int:
         for node, err in result.failed.items():
             print(f"failed: {node}: {type(err).__name__}: {err}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+class Command(Protocol):
+    """A subcommand another package adds (``agentgraph tune`` comes from the search
+    package) through the ``agentgraph.commands`` entry-point group."""
+
+    name: str
+    help: str
+
+    def configure(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _plugin_commands() -> dict[str, Command]:
+    from importlib.metadata import entry_points
+
+    commands: dict[str, Command] = {}
+    for ep in entry_points(group="agentgraph.commands"):
+        command = ep.load()
+        commands[command.name] = command
+    return commands
 
 
 def _add_eval_parser(sub: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from agentgraph import AgentGraphError
 
-__all__ = ["Asked", "Evaluation", "SearchStore", "StoreError"]
+__all__ = ["Asked", "Record", "SearchStore", "StoreError"]
 
 
 class StoreError(AgentGraphError, ValueError):
@@ -61,7 +61,7 @@ class Asked:
 
 
 @dataclass(frozen=True, slots=True)
-class Evaluation:
+class Record:
     iteration: int
     slot: int
     result: Mapping[str, Any]
@@ -124,14 +124,14 @@ class SearchStore:
     def record_evaluation(self, iteration: int, slot: int, result: Mapping[str, Any]) -> None:
         self._insert("evaluations", (iteration, slot, json.dumps(result)))
 
-    def evaluations(self, iteration: int | None = None) -> list[Evaluation]:
+    def evaluations(self, iteration: int | None = None) -> list[Record]:
         query = "SELECT iteration, slot, result FROM evaluations"
         args: tuple[Any, ...] = ()
         if iteration is not None:
             query += " WHERE iteration = ?"
             args = (iteration,)
         rows = self._db.execute(query + " ORDER BY iteration, slot", args).fetchall()
-        return [Evaluation(i, s, json.loads(r)) for i, s, r in rows]
+        return [Record(i, s, json.loads(r)) for i, s, r in rows]
 
     def record_state(self, iteration: int, state: Mapping[str, Any]) -> None:
         """The searcher's state once ``iteration`` is told: the point to resume from."""

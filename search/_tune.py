@@ -1,0 +1,247 @@
+"""``atune``: search a graph space for the best graph on a task set, within its budget.
+
+Each iteration asks the searcher for a batch of graphs and evaluates every one of them on
+the same minibatch of training tasks (common random numbers: differences between graphs
+are not differences between task draws). The graphs take their models from one pool (each
+model loaded once) and share one call cache, so calls repeated across samples and
+iterations cost nothing the second time; the objective still judges a graph by what its
+calls cost and took when they were made. Graphs of a batch run one after another, each
+with its tasks in parallel up to its models' slots: graphs side by side would queue for
+the same models and each would look slower than it is.
+
+Everything is recorded in the store (:mod:`._store`) as it happens. The same call again
+resumes: the searcher's state after the last finished iteration is restored, the samples
+of the unfinished iteration are asked again (and checked against the store: the same
+seed makes the same decisions) and the evaluations already recorded are reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentgraph import CallCache, GraphSpec, TaskSet, dumps_spec
+
+from ._objective import Evaluation, SearchError, pareto_front
+from ._searchers import CurvePoint, SampleLike, Searcher, SearchSpace
+from ._space import GraphSpace
+from ._store import Asked, SearchStore, StoreError
+
+__all__ = ["Iteration", "TuneResult", "atune"]
+
+
+@dataclass(frozen=True, slots=True)
+class Iteration:
+    """What one iteration did, for a progress display."""
+
+    index: int
+    evaluations: int
+    best_score: float | None
+    multipliers: dict[str, float]
+    tokens: float
+    cache_saved: float  # share of tokens the cache saved so far
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The best feasible graph (None when no sampled graph met the budget), the Pareto
+    front over (score, latency, cost) of every graph evaluated, the search curve and the
+    final multipliers. ``cache_saved`` is the share of tokens served from the cache."""
+
+    best: GraphSpec | None
+    best_evaluation: Evaluation | None
+    front: list[tuple[GraphSpec, Evaluation]]
+    curve: list[CurvePoint]
+    multipliers: dict[str, float]
+    evaluations: int
+    iterations: int
+    cache_saved: float
+
+
+def _plain(decisions: Any) -> Any:
+    return json.loads(json.dumps(decisions, default=int))
+
+
+def minibatch(tasks: TaskSet, size: int, seed: int, iteration: int) -> TaskSet:
+    """The tasks of one iteration: a fixed draw for (seed, iteration), in set order."""
+    if size >= len(tasks):
+        return tasks
+    rng = np.random.default_rng([seed, iteration])
+    picked = sorted(rng.choice(len(tasks), size=size, replace=False).tolist())
+    return replace(tasks, name=f"{tasks.name}#{iteration}", tasks=tuple(tasks[i] for i in picked))
+
+
+async def atune(
+    space: GraphSpace,
+    searcher: Searcher[Any],
+    tasks: TaskSet,
+    *,
+    evals: int,
+    store: str | Path,
+    batch: int = 4,
+    minibatch_size: int = 8,
+    cache: CallCache | None = None,
+    timeout_s: float | None = None,
+    resume: bool = True,
+    on_iteration: Callable[[Iteration], None] | None = None,
+) -> TuneResult:
+    """Evaluate ``evals`` sampled graphs (rounded up to whole batches of ``batch``, each on
+    ``minibatch_size`` tasks of ``tasks``) and return the best feasible one. ``store`` is
+    the SQLite file that makes the search resumable; ``cache`` the call cache shared by
+    every graph; ``timeout_s`` bounds each task's run. With ``resume=False`` a store that
+    already holds this search's progress is refused instead of continued."""
+    if evals < 1 or batch < 1 or minibatch_size < 1:
+        raise SearchError("evals, batch and minibatch_size must be >= 1")
+    config = {
+        "space": space.name,
+        "space_source": str(space.source),
+        "tasks": [tasks.name, [t.id for t in tasks]],
+        "searcher": searcher.kind,
+        "searcher_config": searcher._config(),
+        "seed": searcher.seed,
+        "budget": searcher.objective.state().get("budget"),
+        "batch": batch,
+        "minibatch": minibatch_size,
+    }
+    db = SearchStore(store, config=config)
+    last = db.last_state()
+    if not resume and (last is not None or db.asked(0)):
+        db.close()
+        raise StoreError(
+            "holds this search's progress already; pass --resume to continue it, or give "
+            "another --store to start afresh",
+            path=db.path,
+        )
+    iteration = 0
+    if last is not None:
+        searcher = type(searcher).from_state(space, last[1])
+        iteration = last[0] + 1
+    pool = space.model_pool(cache=cache)
+    spent = {"tokens": 0.0, "uncached": 0.0}
+    try:
+        while searcher.evaluations < evals:
+            # Whole batches only: a search asked for more evaluations later continues
+            # exactly as one that was asked for them at the start.
+            samples = searcher.ask(batch)
+            if not samples:
+                break  # a finite searcher (grid) has seen everything
+            _check_or_record(db, iteration, samples)
+            done = {e.slot: Evaluation.from_dict(e.result) for e in db.evaluations(iteration)}
+            batch_tasks = minibatch(tasks, minibatch_size, searcher.seed, iteration)
+            results = []
+            for slot, sample in enumerate(samples):
+                result = done.get(slot)
+                if result is None:
+                    result, used = await _evaluate(pool, sample.spec, batch_tasks, timeout_s)
+                    spent["tokens"] += used[0]
+                    spent["uncached"] += used[1]
+                    await asyncio.to_thread(db.record_evaluation, iteration, slot, result.to_dict())
+                results.append(result)
+            searcher.tell(samples, results)
+            await asyncio.to_thread(db.record_state, iteration, searcher.state())
+            if on_iteration is not None:
+                best = searcher.best
+                on_iteration(
+                    Iteration(
+                        iteration,
+                        searcher.evaluations,
+                        best.evaluation.score if best is not None else None,
+                        dict(searcher.objective.multipliers),
+                        spent["uncached"],
+                        _saved(spent),
+                    )
+                )
+            iteration += 1
+    finally:
+        await pool.aclose()
+    outcome = _result(space, searcher, db, iteration, _saved(spent))
+    db.close()
+    return outcome
+
+
+def _saved(spent: dict[str, float]) -> float:
+    return 1.0 - spent["tokens"] / spent["uncached"] if spent["uncached"] else 0.0
+
+
+def _check_or_record(db: SearchStore, iteration: int, samples: Sequence[SampleLike[Any]]) -> None:
+    """A resumed search must ask what the killed one asked: same state, same draws."""
+    stored = db.asked(iteration)
+    asked = [_plain(s.decisions) for s in samples]
+    if stored:
+        if [a.decisions for a in stored] != asked:
+            raise SearchError(
+                f"{db.path}: iteration {iteration} asked other graphs than the store holds; "
+                "the searcher or its settings changed (use another --store)"
+            )
+        return
+    db.record_asked(
+        [
+            Asked(iteration, slot, d, dumps_spec(s.spec), s.log_prob)
+            for slot, (d, s) in enumerate(zip(asked, samples, strict=True))
+        ]
+    )
+
+
+async def _evaluate(
+    pool: Any, spec: GraphSpec, tasks: TaskSet, timeout_s: float | None
+) -> tuple[Evaluation, tuple[int, int]]:
+    graph = pool.graph(spec)
+    try:
+        report = await graph.aevaluate(tasks, label=spec.name, timeout_s=timeout_s)
+    finally:
+        await graph.aclose()
+    return Evaluation.from_outcomes(report.outcomes), (report.tokens, report.uncached_tokens)
+
+
+def _result(
+    space: SearchSpace[Any], searcher: Searcher[Any], db: SearchStore, iterations: int,
+    saved: float,
+) -> TuneResult:  # fmt: skip
+    # Every evaluated graph, its evaluations averaged over the minibatches it saw.
+    seen: dict[str, tuple[Any, list[Evaluation]]] = {}
+    for asked, result in db.history():
+        key = json.dumps(asked.decisions)
+        seen.setdefault(key, (asked.decisions, []))[1].append(Evaluation.from_dict(result))
+    graphs = [(d, _mean(evs)) for d, evs in seen.values()]
+    front = [graphs[i] for i in pareto_front([e for _, e in graphs])]
+    best = searcher.best
+    return TuneResult(
+        best=space.decisions_to_spec(_decisions(best.decisions)) if best is not None else None,
+        best_evaluation=best.evaluation if best is not None else None,
+        front=[(space.decisions_to_spec(_decisions(d)), e) for d, e in front],
+        curve=list(searcher.curve),
+        multipliers=dict(searcher.objective.multipliers),
+        evaluations=searcher.evaluations,
+        iterations=iterations,
+        cache_saved=saved,
+    )
+
+
+def _decisions(plain: Any) -> tuple[int, ...]:
+    """Stored (JSON) decisions back to the space's form: a tuple of ints."""
+    return tuple(int(x) for x in plain)
+
+
+def _mean(evaluations: Sequence[Evaluation]) -> Evaluation:
+    if len(evaluations) == 1:
+        return evaluations[0]
+    n = sum(e.n_tasks for e in evaluations)
+
+    def avg(field: str) -> float:
+        return float(sum(getattr(e, field) * e.n_tasks for e in evaluations) / n)
+
+    return Evaluation(
+        score=avg("score"),
+        latency_s=avg("latency_s"),
+        latency_p95_s=max(e.latency_p95_s for e in evaluations),
+        cost_usd=avg("cost_usd"),
+        tokens=avg("tokens"),
+        n_tasks=n,
+        failed=sum(e.failed for e in evaluations),
+    )
