@@ -112,7 +112,7 @@ async def _held_out(
     space: GraphSpace, result: TuneResult, tasks: TaskSet, cache: CallCache | None
 ) -> dict[str, Any]:
     """The chosen graph against each single-model graph (one proposer) on held-out tasks."""
-    from agentgraph import Defaults, GraphSpec, NodeSpec, compare
+    from agentgraph import compare
 
     if result.best is None:
         return {}
@@ -120,15 +120,7 @@ async def _held_out(
     reports = {}
     try:
         graphs = {"tuned": result.best}
-        for name in space.models:
-            graphs[f"single:{name}"] = GraphSpec(
-                name=f"single-{name}",
-                task=space.task,
-                models=pool.models([name]),
-                defaults=space.defaults if space.defaults is not None else Defaults(),
-                nodes={"answer": NodeSpec(role="proposer", model=name)},
-                output="answer",
-            )
+        graphs.update({f"single:{m}": spec for m, spec in space.single_model_specs().items()})
         for label, spec in graphs.items():
             graph = pool.graph(spec)
             try:

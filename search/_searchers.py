@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -240,6 +240,16 @@ class Searcher(ABC, Generic[D]):
         self.objective.update(results)
         self._pending = 0
         self.iteration += 1
+
+    async def aprepare(self, evaluate: Callable[[GraphSpec], Awaitable[Evaluation]]) -> None:
+        """Called once before the first iteration of a fresh search, with a function that
+        evaluates a graph on a few training tasks: a searcher may look at graphs of its own
+        choosing first (Agent-REINFORCE profiles each pool model). These evaluations are
+        not counted; what they teach must end up in ``state()``."""
+
+    async def atell(self, samples: Sequence[SampleLike[D]], results: Sequence[Evaluation]) -> None:
+        """``tell`` for searchers that must wait on something to learn (a feedback model)."""
+        self.tell(samples, results)
 
     @abstractmethod
     def _ask(self, n: int) -> list[SampleLike[D]]: ...

@@ -574,6 +574,22 @@ class GraphSpace:
             self._specs[d] = spec
         return spec
 
+    def single_model_specs(self) -> dict[str, GraphSpec]:
+        """One graph per pool model: a lone proposer on it, the baseline a tuned graph must
+        beat (and what a searcher profiles the pool with). Named ``single-<model>``."""
+        return {
+            m: GraphSpec(
+                name=f"single-{m}",
+                description=f"one proposer on {m}",
+                task=self.task,
+                models={m: model},
+                defaults=self.defaults,
+                nodes={"answer": NodeSpec(role="proposer", model=m)},
+                output="answer",
+            )
+            for m, model in self.models.items()
+        }
+
     def model_pool(self, *, cache: CallCache | None = None) -> ModelPool:
         """A :class:`~agentgraph.ModelPool` of the space's models (relative model paths
         resolve against the space file's folder), to build many samples on."""

@@ -68,11 +68,12 @@ def _plain(decisions: Any) -> Any:
     return json.loads(json.dumps(decisions, default=int))
 
 
-def minibatch(tasks: TaskSet, size: int, seed: int, iteration: int) -> TaskSet:
-    """The tasks of one iteration: a fixed draw for (seed, iteration), in set order."""
+def minibatch(tasks: TaskSet, size: int, seed: int, iteration: int, salt: int = 0) -> TaskSet:
+    """The tasks of one iteration: a fixed draw for (seed, iteration, salt), in set order
+    (salt 1: the tasks a searcher prepares on)."""
     if size >= len(tasks):
         return tasks
-    rng = np.random.default_rng([seed, iteration])
+    rng = np.random.default_rng([seed, iteration, salt])
     picked = sorted(rng.choice(len(tasks), size=size, replace=False).tolist())
     return replace(tasks, name=f"{tasks.name}#{iteration}", tasks=tuple(tasks[i] for i in picked))
 
@@ -118,13 +119,24 @@ async def atune(
             "another --store to start afresh",
             path=db.path,
         )
-    iteration = 0
-    if last is not None:
-        searcher = type(searcher).from_state(space, last[1])
-        iteration = last[0] + 1
     pool = space.model_pool(cache=cache)
     spent = {"tokens": 0.0, "uncached": 0.0}
     try:
+        if last is None:
+            prepare_tasks = minibatch(tasks, minibatch_size, searcher.seed, 0, salt=1)
+
+            async def evaluate(spec: GraphSpec) -> Evaluation:
+                result, used = await _evaluate(pool, spec, prepare_tasks, timeout_s)
+                spent["tokens"] += used[0]
+                spent["uncached"] += used[1]
+                return result
+
+            await searcher.aprepare(evaluate)
+            await asyncio.to_thread(db.record_state, -1, searcher.state())
+            iteration = 0
+        else:
+            searcher = type(searcher).from_state(space, last[1])
+            iteration = last[0] + 1
         while searcher.evaluations < evals:
             # Whole batches only: a search asked for more evaluations later continues
             # exactly as one that was asked for them at the start.
@@ -143,7 +155,7 @@ async def atune(
                     spent["uncached"] += used[1]
                     await asyncio.to_thread(db.record_evaluation, iteration, slot, result.to_dict())
                 results.append(result)
-            searcher.tell(samples, results)
+            await searcher.atell(samples, results)
             await asyncio.to_thread(db.record_state, iteration, searcher.state())
             if on_iteration is not None:
                 best = searcher.best
