@@ -113,78 +113,133 @@ def _candidate(space: SearchSpace[D], decisions: D, params: Params) -> Candidate
 
 @dataclass(frozen=True, slots=True)
 class Best(Generic[D]):
-    """The best feasible graph so far; ``index``: the evaluation (1-based) that found it."""
+    """The best feasible graph so far: its evaluations pooled (figures are means over every
+    task it was run on), ``index`` the evaluation (1-based) after which it became the best,
+    ``seen`` how many times it was evaluated."""
 
     decisions: D
     evaluation: Evaluation
     index: int
+    seen: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class CurvePoint:
-    """After ``evaluations`` evaluations that spent ``tokens`` tokens in all: the best
-    feasible score so far (``None`` until a feasible graph was seen)."""
+    """After ``evaluations`` evaluations that spent ``tokens`` tokens in all: the pooled
+    score of the best feasible graph so far (``None`` until a feasible graph was seen)."""
 
     evaluations: int
     tokens: float
     best_score: float | None
 
 
-class Tracker(Generic[D]):
-    """Best feasible graph so far and the search curve, one point per evaluation. Among
-    equal scores the cheaper (in money, then tokens, then time) graph wins; ties beyond
-    that keep the first."""
+# Pooled sums per graph: evaluations, tasks, then the task-weighted sums of score, latency,
+# p95 latency, cost and tokens, then failed tasks.
+_Sums = list[float]
+_FIGURES = ("score", "latency_s", "latency_p95_s", "cost_usd", "tokens")
 
-    def __init__(self) -> None:
+
+def _pooled(sums: _Sums) -> Evaluation:
+    n = sums[1]
+    figures = {f: sums[2 + i] / n for i, f in enumerate(_FIGURES)}
+    return Evaluation(**figures, n_tasks=int(n), failed=int(sums[7]))
+
+
+class Tracker(Generic[D]):
+    """Best feasible graph so far and the search curve, one point per evaluation.
+
+    Evaluations of the same graph are pooled (searchers that learn resample their best
+    graphs), and graphs are ranked by a lower confidence bound on their score: the
+    Agresti-Coull bound ``p - z * sqrt(p (1 - p) / (n + 4))``, ``p = (successes + 2) /
+    (n + 4)``, for a 0/1 score over all ``n`` tasks the graph was run on. A graph seen once
+    on a small minibatch therefore does not displace one seen many times on a lucky draw:
+    among hundreds of noisy evaluations the highest raw score is mostly luck (the winner's
+    curse). Feasibility is judged on the pooled figures. Among equal bounds the cheaper
+    graph (in money, then tokens, then time) wins; ties beyond that keep the first."""
+
+    def __init__(self, z: float = 2.0) -> None:
+        self.z = z
         self.evaluations = 0
         self.tokens = 0.0
         self.best: Best[D] | None = None
         self.curve: list[CurvePoint] = []
+        self._sums: dict[D, _Sums] = {}
+        self._feasible: dict[D, tuple[float, float, float, float]] = {}  # rank if feasible
 
-    def record(self, decisions: D, evaluation: Evaluation, feasible: bool) -> bool:
-        """Count one evaluation; returns whether it became the best feasible graph."""
+    def record(
+        self, decisions: D, evaluation: Evaluation, feasible: Callable[[Evaluation], bool]
+    ) -> bool:
+        """Count one evaluation; returns whether the best feasible graph changed."""
         self.evaluations += 1
         self.tokens += evaluation.total_tokens
-        better = feasible and (self.best is None or _rank(evaluation) > _rank(self.best.evaluation))
-        if better:
-            self.best = Best(decisions, evaluation, self.evaluations)
+        e, n = evaluation, evaluation.n_tasks
+        sums = self._sums.setdefault(decisions, [0.0] * 8)
+        for i, value in enumerate((1, n, *(getattr(e, f) * n for f in _FIGURES), e.failed)):
+            sums[i] += value
+        pooled = _pooled(sums)
+        if feasible(pooled):
+            self._feasible[decisions] = self._rank(pooled)
+        else:
+            self._feasible.pop(decisions, None)
+        changed = self._update_best()
         score = self.best.evaluation.score if self.best else None
         self.curve.append(CurvePoint(self.evaluations, self.tokens, score))
-        return better
+        return changed
+
+    def _rank(self, e: Evaluation) -> tuple[float, float, float, float]:
+        n = e.n_tasks + 4.0
+        p = (e.score * e.n_tasks + 2.0) / n
+        lcb = p - self.z * math.sqrt(max(p * (1.0 - p), 0.0) / n)
+        # Tokens before latency: they repeat exactly from run to run, measured latency does not.
+        return (lcb, -e.cost_usd, -e.tokens, -e.latency_s)
+
+    def _update_best(self) -> bool:
+        old = self.best
+        if not self._feasible:
+            self.best = None
+            return old is not None
+        # max() keeps the first of equals: insertion order is the order graphs were first seen.
+        top = max(self._feasible, key=self._feasible.__getitem__)
+        sums = self._sums[top]
+        if old is not None and old.decisions == top:
+            self.best = Best(top, _pooled(sums), old.index, int(sums[0]))
+            return False
+        self.best = Best(top, _pooled(sums), self.evaluations, int(sums[0]))
+        return True
+
+    def pooled(self) -> list[tuple[D, Evaluation]]:
+        """Every graph evaluated, with its pooled evaluation, in the order first seen."""
+        return [(d, _pooled(sums)) for d, sums in self._sums.items()]
 
     def state(self) -> dict[str, Any]:
         best = self.best
         return {
+            "z": self.z,
             "evaluations": self.evaluations,
             "tokens": self.tokens,
-            "best": None
-            if best is None
-            else {
-                "decisions": _to_json(best.decisions),
-                "evaluation": best.evaluation.to_dict(),
-                "index": best.index,
-            },
+            "best_index": None if best is None else best.index,
+            "graphs": [[_to_json(d), sums] for d, sums in self._sums.items()],
+            "feasible": [_to_json(d) for d in self._feasible],
             "curve": [[p.evaluations, p.tokens, p.best_score] for p in self.curve],
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Tracker[Any]:
-        tracker: Tracker[Any] = cls()
+        tracker: Tracker[Any] = cls(float(state["z"]))
         tracker.evaluations = int(state["evaluations"])
         tracker.tokens = float(state["tokens"])
-        if (best := state["best"]) is not None:
-            tracker.best = Best(
-                _freeze(best["decisions"]),
-                Evaluation.from_dict(best["evaluation"]),
-                int(best["index"]),
-            )
+        tracker._sums = {_freeze(d): [float(x) for x in sums] for d, sums in state["graphs"]}
+        tracker._feasible = {
+            d: tracker._rank(_pooled(tracker._sums[d])) for d in map(_freeze, state["feasible"])
+        }
         tracker.curve = [CurvePoint(int(e), float(t), b) for e, t, b in state["curve"]]
+        tracker._update_best()
+        if tracker.best is not None:
+            best = tracker.best
+            tracker.best = Best(
+                best.decisions, best.evaluation, int(state["best_index"]), best.seen
+            )
         return tracker
-
-
-def _rank(e: Evaluation) -> tuple[float, float, float, float]:
-    # Tokens before latency: they repeat exactly from run to run, measured latency does not.
-    return (e.score, -e.cost_usd, -e.tokens, -e.latency_s)
 
 
 # --- the interface ------------------------------------------------------------------------
@@ -235,7 +290,7 @@ class Searcher(ABC, Generic[D]):
         rewards = np.array([self.objective.reward(r) for r in results], dtype=np.float64)
         self._learn(samples, results, rewards)
         for sample, result in zip(samples, results, strict=True):
-            self.tracker.record(sample.decisions, result, self.objective.feasible(result))
+            self.tracker.record(sample.decisions, result, self.objective.feasible)
         # Dual ascent after the primal step: this batch's rewards used this batch's lambdas.
         self.objective.update(results)
         self._pending = 0

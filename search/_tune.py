@@ -172,7 +172,7 @@ async def atune(
             iteration += 1
     finally:
         await pool.aclose()
-    outcome = _result(space, searcher, db, iteration, _saved(spent))
+    outcome = _result(space, searcher, iteration, _saved(spent))
     db.close()
     return outcome
 
@@ -212,48 +212,18 @@ async def _evaluate(
 
 
 def _result(
-    space: SearchSpace[Any], searcher: Searcher[Any], db: SearchStore, iterations: int,
-    saved: float,
-) -> TuneResult:  # fmt: skip
-    # Every evaluated graph, its evaluations averaged over the minibatches it saw.
-    seen: dict[str, tuple[Any, list[Evaluation]]] = {}
-    for asked, result in db.history():
-        key = json.dumps(asked.decisions)
-        seen.setdefault(key, (asked.decisions, []))[1].append(Evaluation.from_dict(result))
-    graphs = [(d, _mean(evs)) for d, evs in seen.values()]
+    space: SearchSpace[Any], searcher: Searcher[Any], iterations: int, saved: float
+) -> TuneResult:
+    graphs = searcher.tracker.pooled()  # every graph, its evaluations pooled
     front = [graphs[i] for i in pareto_front([e for _, e in graphs])]
     best = searcher.best
     return TuneResult(
-        best=space.decisions_to_spec(_decisions(best.decisions)) if best is not None else None,
+        best=space.decisions_to_spec(best.decisions) if best is not None else None,
         best_evaluation=best.evaluation if best is not None else None,
-        front=[(space.decisions_to_spec(_decisions(d)), e) for d, e in front],
+        front=[(space.decisions_to_spec(d), e) for d, e in front],
         curve=list(searcher.curve),
         multipliers=dict(searcher.objective.multipliers),
         evaluations=searcher.evaluations,
         iterations=iterations,
         cache_saved=saved,
-    )
-
-
-def _decisions(plain: Any) -> tuple[int, ...]:
-    """Stored (JSON) decisions back to the space's form: a tuple of ints."""
-    return tuple(int(x) for x in plain)
-
-
-def _mean(evaluations: Sequence[Evaluation]) -> Evaluation:
-    if len(evaluations) == 1:
-        return evaluations[0]
-    n = sum(e.n_tasks for e in evaluations)
-
-    def avg(field: str) -> float:
-        return float(sum(getattr(e, field) * e.n_tasks for e in evaluations) / n)
-
-    return Evaluation(
-        score=avg("score"),
-        latency_s=avg("latency_s"),
-        latency_p95_s=max(e.latency_p95_s for e in evaluations),
-        cost_usd=avg("cost_usd"),
-        tokens=avg("tokens"),
-        n_tasks=n,
-        failed=sum(e.failed for e in evaluations),
     )
