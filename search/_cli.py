@@ -42,10 +42,19 @@ class _Tune:
         )
         p.add_argument("space", help="search space YAML file")
         p.add_argument("--tasks", required=True, metavar="SET", help="training tasks")
+        p.add_argument(
+            "--val",
+            metavar="SET",
+            help="validation tasks: the best graphs of the search are evaluated on them "
+            "and the best there is chosen",
+        )
+        p.add_argument(
+            "--finalists", type=int, default=5, help="graphs evaluated on --val (default 5)"
+        )
         p.add_argument("--test", metavar="SET", help="held-out tasks for the final report")
         p.add_argument("--searcher", choices=sorted(SEARCHERS), default="reinforce")
         p.add_argument("--evals", type=int, default=16, help="graphs to evaluate in all")
-        p.add_argument("--batch", type=int, default=4, help="graphs per iteration")
+        p.add_argument("--batch", type=int, default=8, help="graphs per iteration")
         p.add_argument("--minibatch", type=int, default=8, help="tasks per evaluation")
         p.add_argument(
             "--budget",
@@ -62,6 +71,11 @@ class _Tune:
         p.add_argument("--timeout", type=float, default=None, help="time limit per task (s)")
         p.add_argument("--out", metavar="FILE", help="write the best graph as YAML")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.add_argument(
+            "--plots",
+            metavar="DIR",
+            help="write curve.png and front.png there (needs matplotlib: extra 'plot')",
+        )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -76,6 +90,12 @@ async def _tune(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)
     tasks = load_tasks(args.tasks)
+    val = load_tasks(args.val) if args.val else None
+    test = load_tasks(args.test) if args.test else None
+    if args.plots:
+        from ._plots import check_matplotlib
+
+        check_matplotlib()
     budget = (
         SearchBudget.parse(args.budget)
         if args.budget
@@ -96,9 +116,15 @@ async def _tune(args: argparse.Namespace) -> int:
             cache=cache,
             timeout_s=args.timeout,
             resume=args.resume,
+            val=val,
+            finalists=args.finalists,
             on_iteration=bar.update,
         )
-    held_out = await _held_out(space, result, load_tasks(args.test), cache) if args.test else None
+    held_out = await _held_out(space, result, test, cache) if test is not None else None
+    if args.plots:
+        from ._plots import write_plots
+
+        write_plots(result, Path(args.plots))
     if args.out and result.best is not None:
         Path(args.out).write_text(dumps_spec(result.best), encoding="utf-8")
     if args.json:
@@ -153,6 +179,7 @@ def _as_json(result: TuneResult, held_out: dict[str, Any] | None) -> dict[str, A
         "evaluations": result.evaluations,
         "iterations": result.iterations,
         "cache_saved": result.cache_saved,
+        "validation": [{"graph": s.name, **e.to_dict()} for s, e in result.validation],
         "held_out": held_out,
     }
 
@@ -178,6 +205,13 @@ def _print(
             f"{e.cost_usd:.6f}", f"{e.tokens:.0f}",
         )  # fmt: skip
     console.print(table)
+    if result.validation:
+        val = Table("finalist", "score", "latency_s", "cost_usd", title="on validation tasks")
+        for spec, e in result.validation:
+            val.add_row(
+                spec.name or "-", f"{e.score:.3f}", f"{e.latency_s:.2f}", f"{e.cost_usd:.6f}"
+            )
+        console.print(val)
     if result.best is None:
         console.print("no sampled graph met the budget")
     else:

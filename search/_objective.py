@@ -6,8 +6,15 @@ subset of those figures. The budget is a set of constraints, not a weighted sum:
 constraint ``k`` has a Lagrange multiplier ``lambda_k >= 0`` that the search learns by
 dual ascent, so no one has to guess how many points of accuracy a second is worth.
 
-With the normalized violation ``v_k = value_k / limit_k - 1`` (negative when within the
-limit), the reward a searcher maximizes is the Lagrangian::
+With the normalized violation of constraint ``k``, for ``x = value_k / limit_k``::
+
+    v_k = x - 1       when x <= 1   (the slack, in [-1, 0])
+    v_k = log(x)      when x > 1    (the overrun, on a log scale)
+
+(continuous, with the same slope at the limit; a graph 30 times over budget weighs 3.4,
+not 29, so a few far-off samples cannot swamp the score differences that matter and
+throw the search into the cheapest corner), the reward a searcher maximizes is the
+Lagrangian::
 
     reward = score - sum_k lambda_k * v_k
 
@@ -168,8 +175,13 @@ class SearchBudget:
         return {n: v for n in METRICS if (v := getattr(self, n)) is not None}
 
     def violations(self, evaluation: Evaluation) -> dict[str, float]:
-        """Normalized violation ``value / limit - 1`` of each bounded figure (<= 0: met)."""
-        return {n: getattr(evaluation, n) / limit - 1.0 for n, limit in self.limits.items()}
+        """Normalized violation of each bounded figure (<= 0: met; see the module
+        docstring): the relative slack below the limit, the log of the ratio above it."""
+        out = {}
+        for n, limit in self.limits.items():
+            x = getattr(evaluation, n) / limit
+            out[n] = x - 1.0 if x <= 1.0 else math.log(x)
+        return out
 
     def flags(self, evaluation: Evaluation) -> dict[str, bool]:
         """Whether each bounded figure is within its limit."""

@@ -70,11 +70,11 @@ class Reinforce(Searcher[D]):
         objective: Objective | None = None,
         *,
         seed: int = 0,
-        lr: float = 0.1,
+        lr: float = 0.2,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        entropy_coef: float = 0.01,
-        normalize: bool = False,
+        entropy_coef: float = 0.05,
+        normalize: bool = True,
     ) -> None:
         super().__init__(space, objective, seed=seed)
         b1, b2 = betas

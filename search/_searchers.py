@@ -164,7 +164,8 @@ class Tracker(Generic[D]):
         self.best: Best[D] | None = None
         self.curve: list[CurvePoint] = []
         self._sums: dict[D, _Sums] = {}
-        self._feasible: dict[D, tuple[float, float, float, float]] = {}  # rank if feasible
+        self._order: dict[D, int] = {}  # graph -> when first seen
+        self._feasible: dict[D, tuple[float, ...]] = {}  # graph -> rank, if feasible
 
     def record(
         self, decisions: D, evaluation: Evaluation, feasible: Callable[[Evaluation], bool]
@@ -173,32 +174,44 @@ class Tracker(Generic[D]):
         self.evaluations += 1
         self.tokens += evaluation.total_tokens
         e, n = evaluation, evaluation.n_tasks
-        sums = self._sums.setdefault(decisions, [0.0] * 8)
+        if decisions not in self._sums:
+            self._order[decisions] = len(self._sums)
+            self._sums[decisions] = [0.0] * 8
+        sums = self._sums[decisions]
         for i, value in enumerate((1, n, *(getattr(e, f) * n for f in _FIGURES), e.failed)):
             sums[i] += value
         pooled = _pooled(sums)
-        if feasible(pooled):
-            self._feasible[decisions] = self._rank(pooled)
-        else:
+        rank = self._rank(decisions, pooled) if feasible(pooled) else None
+        if rank is None:
             self._feasible.pop(decisions, None)
-        changed = self._update_best()
+        else:
+            self._feasible[decisions] = rank
+        old = self.best
+        if old is not None and old.decisions != decisions:
+            # Only this graph changed: it either overtakes the best or leaves it as it is.
+            changed = rank is not None and rank > self._feasible[old.decisions]
+            if changed:
+                self.best = Best(decisions, pooled, self.evaluations, int(sums[0]))
+        else:
+            changed = self._update_best()
         score = self.best.evaluation.score if self.best else None
         self.curve.append(CurvePoint(self.evaluations, self.tokens, score))
         return changed
 
-    def _rank(self, e: Evaluation) -> tuple[float, float, float, float]:
+    def _rank(self, decisions: D, e: Evaluation) -> tuple[float, ...]:
         n = e.n_tasks + 4.0
         p = (e.score * e.n_tasks + 2.0) / n
         lcb = p - self.z * math.sqrt(max(p * (1.0 - p), 0.0) / n)
-        # Tokens before latency: they repeat exactly from run to run, measured latency does not.
-        return (lcb, -e.cost_usd, -e.tokens, -e.latency_s)
+        # Tokens before latency: they repeat exactly from run to run, measured latency does
+        # not. The last key (first seen first) makes the order total, so that a tracker
+        # restored from its state picks what the incremental updates picked.
+        return (lcb, -e.cost_usd, -e.tokens, -e.latency_s, -self._order[decisions])
 
     def _update_best(self) -> bool:
         old = self.best
         if not self._feasible:
             self.best = None
             return old is not None
-        # max() keeps the first of equals: insertion order is the order graphs were first seen.
         top = max(self._feasible, key=self._feasible.__getitem__)
         sums = self._sums[top]
         if old is not None and old.decisions == top:
@@ -206,6 +219,11 @@ class Tracker(Generic[D]):
             return False
         self.best = Best(top, _pooled(sums), self.evaluations, int(sums[0]))
         return True
+
+    def ranked(self, k: int) -> list[tuple[D, Evaluation]]:
+        """The ``k`` best feasible graphs (best first), with their pooled evaluations."""
+        top = sorted(self._feasible, key=self._feasible.__getitem__, reverse=True)[:k]
+        return [(d, _pooled(self._sums[d])) for d in top]
 
     def pooled(self) -> list[tuple[D, Evaluation]]:
         """Every graph evaluated, with its pooled evaluation, in the order first seen."""
@@ -229,8 +247,9 @@ class Tracker(Generic[D]):
         tracker.evaluations = int(state["evaluations"])
         tracker.tokens = float(state["tokens"])
         tracker._sums = {_freeze(d): [float(x) for x in sums] for d, sums in state["graphs"]}
+        tracker._order = {d: i for i, d in enumerate(tracker._sums)}
         tracker._feasible = {
-            d: tracker._rank(_pooled(tracker._sums[d])) for d in map(_freeze, state["feasible"])
+            d: tracker._rank(d, _pooled(tracker._sums[d])) for d in map(_freeze, state["feasible"])
         }
         tracker.curve = [CurvePoint(int(e), float(t), b) for e, t, b in state["curve"]]
         tracker._update_best()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,11 @@ class Iteration:
 class TuneResult:
     """The best feasible graph (None when no sampled graph met the budget), the Pareto
     front over (score, latency, cost) of every graph evaluated, the search curve and the
-    final multipliers. ``cache_saved`` is the share of tokens served from the cache."""
+    final multipliers. ``cache_saved`` is the share of tokens served from the cache.
+
+    With validation tasks, ``validation`` holds the finalists (the best feasible graphs of
+    the search) evaluated on them, and ``best`` is the finalist that scored best there
+    within the budget; ``best_evaluation`` is then its validation figures."""
 
     best: GraphSpec | None
     best_evaluation: Evaluation | None
@@ -62,6 +66,9 @@ class TuneResult:
     evaluations: int
     iterations: int
     cache_saved: float
+    validation: list[tuple[GraphSpec, Evaluation]] = field(default_factory=list)
+    graphs: list[tuple[GraphSpec, Evaluation]] = field(default_factory=list)
+    """Every graph evaluated, its evaluations pooled, in the order first seen."""
 
 
 def _plain(decisions: Any) -> Any:
@@ -90,13 +97,20 @@ async def atune(
     cache: CallCache | None = None,
     timeout_s: float | None = None,
     resume: bool = True,
+    val: TaskSet | None = None,
+    finalists: int = 5,
     on_iteration: Callable[[Iteration], None] | None = None,
 ) -> TuneResult:
     """Evaluate ``evals`` sampled graphs (rounded up to whole batches of ``batch``, each on
     ``minibatch_size`` tasks of ``tasks``) and return the best feasible one. ``store`` is
     the SQLite file that makes the search resumable; ``cache`` the call cache shared by
     every graph; ``timeout_s`` bounds each task's run. With ``resume=False`` a store that
-    already holds this search's progress is refused instead of continued."""
+    already holds this search's progress is refused instead of continued.
+
+    ``val``: validation tasks on which the ``finalists`` best feasible graphs of the search
+    are evaluated once it ends; the best of them there, within the budget, is the result
+    (a graph that led on training minibatches by luck is caught here). They are run anew
+    when a finished search is resumed (free with a ``cache``)."""
     if evals < 1 or batch < 1 or minibatch_size < 1:
         raise SearchError("evals, batch and minibatch_size must be >= 1")
     config = {
@@ -170,11 +184,28 @@ async def atune(
                     )
                 )
             iteration += 1
+        validation = []
+        if val is not None:
+            for d, _ in searcher.tracker.ranked(finalists):
+                spec = space.decisions_to_spec(d)
+                result, used = await _evaluate(pool, spec, val, timeout_s)
+                spent["tokens"] += used[0]
+                spent["uncached"] += used[1]
+                validation.append((spec, result))
     finally:
         await pool.aclose()
+        db.close()
     outcome = _result(space, searcher, iteration, _saved(spent))
-    db.close()
-    return outcome
+    if val is None:
+        return outcome
+    feasible = [(s, e) for s, e in validation if searcher.objective.feasible(e)]
+    chosen = max(feasible, key=lambda se: _rank(se[1]), default=(None, None))
+    return replace(outcome, best=chosen[0], best_evaluation=chosen[1], validation=validation)
+
+
+def _rank(e: Evaluation) -> tuple[float, float, float, float]:
+    # Ties to the cheaper graph; max() keeps the first (the search's better) of equals.
+    return (e.score, -e.cost_usd, -e.tokens, -e.latency_s)
 
 
 def _saved(spent: dict[str, float]) -> float:
@@ -214,16 +245,17 @@ async def _evaluate(
 def _result(
     space: SearchSpace[Any], searcher: Searcher[Any], iterations: int, saved: float
 ) -> TuneResult:
-    graphs = searcher.tracker.pooled()  # every graph, its evaluations pooled
+    graphs = [(space.decisions_to_spec(d), e) for d, e in searcher.tracker.pooled()]
     front = [graphs[i] for i in pareto_front([e for _, e in graphs])]
     best = searcher.best
     return TuneResult(
         best=space.decisions_to_spec(best.decisions) if best is not None else None,
         best_evaluation=best.evaluation if best is not None else None,
-        front=[(space.decisions_to_spec(d), e) for d, e in front],
+        front=front,
         curve=list(searcher.curve),
         multipliers=dict(searcher.objective.multipliers),
         evaluations=searcher.evaluations,
         iterations=iterations,
         cache_saved=saved,
+        graphs=graphs,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -324,15 +325,21 @@ def test_reinforce_with_a_cost_budget_ends_on_the_feasible_optimum() -> None:
 # --- the objective ------------------------------------------------------------------------
 
 
+def test_violations_are_the_slack_below_a_limit_and_a_log_ratio_above_it() -> None:
+    budget = SearchBudget(cost_usd=2.0)
+    v = [budget.violations(Evaluation(score=0, cost_usd=c))["cost_usd"] for c in (0, 1, 2, 60)]
+    assert v == pytest.approx([-1.0, -0.5, 0.0, math.log(30)])
+
+
 def test_dual_ascent_raises_a_violated_multiplier_and_lets_it_decay_to_zero() -> None:
     obj = Objective(SearchBudget(cost_usd=1.0, latency_s=10.0), eta=0.5)
-    over = Evaluation(score=1.0, cost_usd=2.0, latency_s=1.0)  # cost violated by 100%
-    under = Evaluation(score=1.0, cost_usd=0.5, latency_s=1.0)
+    over = Evaluation(score=1.0, cost_usd=math.e, latency_s=1.0)  # overrun: log(e) = 1
+    under = Evaluation(score=1.0, cost_usd=0.5, latency_s=1.0)  # slack: 0.5 - 1 = -0.5
     seen = []
     for _ in range(4):
         obj.update([over, over])
         seen.append(obj.multipliers["cost_usd"])
-    assert seen == [0.5, 1.0, 1.5, 2.0]
+    assert seen == pytest.approx([0.5, 1.0, 1.5, 2.0])
     assert obj.multipliers["latency_s"] == 0.0  # never violated: stays at 0
     assert obj.reward(over) == pytest.approx(1.0 - 2.0 * 1.0 - 0.0)
     assert obj.reward(under) == pytest.approx(1.0 + 2.0 * 0.5)
@@ -341,7 +348,7 @@ def test_dual_ascent_raises_a_violated_multiplier_and_lets_it_decay_to_zero() ->
         seen.append(obj.multipliers["cost_usd"])
     after = seen[4:]
     assert all(b <= a for a, b in itertools.pairwise(after))
-    assert after[:3] == [1.75, 1.5, 1.25]
+    assert after[:3] == pytest.approx([1.75, 1.5, 1.25])
     assert after[-1] == 0.0 and after.index(0.0) == 7  # projected at 0, and stays there
     # A mixed batch moves by its mean violation.
     obj.update([over, under])  # mean violation (1.0 - 0.5) / 2 = 0.25
@@ -352,16 +359,17 @@ def test_objective_state_round_trips_through_json() -> None:
     obj = Objective(SearchBudget(cost_usd=0.01, latency_p95_s=3.0), eta=0.2)
     obj.update([Evaluation(score=0.5, cost_usd=0.02, latency_p95_s=1.0)])
     again = Objective.from_state(json.loads(json.dumps(obj.state())))
-    assert again.multipliers == obj.multipliers == {"latency_p95_s": 0.0, "cost_usd": 0.2}
+    assert again.multipliers == obj.multipliers
+    assert obj.multipliers == {"latency_p95_s": 0.0, "cost_usd": pytest.approx(0.2 * math.log(2))}
     assert again.budget == obj.budget and again.eta == 0.2
-    assert "cost_usd=0.2" in repr(again)
+    assert "cost_usd=0.1386" in repr(again)
 
 
 def test_feasibility_flags_and_violations() -> None:
     budget = SearchBudget(latency_s=2.0, tokens=100)
     ev = Evaluation(score=0.4, latency_s=1.0, tokens=150)
     assert budget.flags(ev) == {"latency_s": True, "tokens": False}
-    assert budget.violations(ev) == {"latency_s": -0.5, "tokens": 0.5}
+    assert budget.violations(ev) == {"latency_s": -0.5, "tokens": pytest.approx(math.log(1.5))}
     assert not budget.feasible(ev)
     assert budget.feasible(Evaluation(score=0.4, latency_s=2.0, tokens=100))  # at the limit
     assert SearchBudget().feasible(ev) and Objective().reward(ev) == 0.4

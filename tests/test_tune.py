@@ -197,3 +197,36 @@ def test_the_example_space_tunes_on_the_shipped_model(tmp_path: Path) -> None:
         ag.loads_spec(data["best"])  # a graph `agentgraph run` accepts
         assert (tmp_path / "best.yaml").read_text() == data["best"]
         assert {r["graph"] for r in data["held_out"]["reports"]} >= {"tuned", "single:small"}
+
+
+async def test_validation_tasks_pick_among_the_finalists(tmp_path: Path) -> None:
+    space = load_space(write_space(tmp_path))
+    result = await atune(
+        space, searcher(space), tasks(), evals=9, batch=3, minibatch_size=4,
+        store=tmp_path / "s.sqlite", val=tasks(5), finalists=3,
+    )  # fmt: skip
+    assert 1 <= len(result.validation) <= 3
+    assert all(e.n_tasks == 5 for _, e in result.validation)
+    best_on_val = max(e.score for _, e in result.validation)
+    assert result.best_evaluation is not None and result.best_evaluation.score == best_on_val
+    assert result.best in [s for s, _ in result.validation]
+
+
+def test_the_command_writes_plots_and_reports_validation(tmp_path: Path) -> None:
+    space = write_space(tmp_path)
+    task_file = tmp_path / "tasks.jsonl"
+    task_file.write_text(
+        "".join(json.dumps({"id": f"q{i}", "question": f"{i}?", "answer": "4"}) + "\n"
+                for i in range(8))
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "agentgraph", "tune", str(space), "--tasks", str(task_file),
+         "--val", str(task_file), "--finalists", "2", "--evals", "4", "--batch", "2",
+         "--minibatch", "2", "--store", str(tmp_path / "s.db"), "--plots",
+         str(tmp_path / "plots"), "--no-progress"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "on validation tasks" in out.stdout and "Pareto front" in out.stdout
+    for name in ("curve.png", "front.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
