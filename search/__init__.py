@@ -3,7 +3,8 @@
 - :class:`GraphSpace` (from a space file, :func:`load_space`): a probabilistic graph whose
   samples are concrete :class:`agentgraph.GraphSpec` s, with logits as parameters, exact
   log-probabilities, score-function gradients and entropy.
-- Searchers behind one ask/tell interface (:class:`Reinforce`, :class:`RandomSearch`,
+- Searchers behind one ask/tell interface (:class:`Reinforce`, :class:`AgentReinforce`
+  (a feedback model proposes the probabilities), :class:`RandomSearch`,
   :class:`GridSearch`, :class:`TpeSearch`), an :class:`Objective` that turns a budget into
   Lagrange-multiplier constraints, and :func:`atune`, which runs a search on a task set
   through one model pool and call cache, recording everything in a :class:`SearchStore`
@@ -19,6 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._agent import AgentReinforce, Feedback, feedback_from_model
     from ._objective import Evaluation, Objective, SearchBudget, SearchError, pareto_front
     from ._reinforce import Reinforce
     from ._searchers import GridSearch, RandomSearch, Searcher
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SPACE_SCHEMA",
+    "AgentReinforce",
     "Decisions",
     "Evaluation",
+    "Feedback",
     "GraphSpace",
     "GridSearch",
     "Iteration",
@@ -51,6 +55,7 @@ __all__ = [
     "TpeSearch",
     "TuneResult",
     "atune",
+    "feedback_from_model",
     "load_space",
     "loads_space",
     "pareto_front",
@@ -68,6 +73,9 @@ _LAZY = {
     "load_space": "._spacefile",
     "loads_space": "._spacefile",
     "atune": "._tune",
+    "AgentReinforce": "._agent",
+    "Feedback": "._agent",
+    "feedback_from_model": "._agent",
     "TuneResult": "._tune",
     "Iteration": "._tune",
     "Reinforce": "._reinforce",

@@ -12,7 +12,8 @@ from typing import Any
 
 from agentgraph import CallCache, TaskSet, dumps_spec, load_tasks
 
-from ._objective import Objective, SearchBudget
+from ._agent import AgentReinforce, feedback_from_model
+from ._objective import Objective, SearchBudget, SearchError
 from ._reinforce import Reinforce
 from ._searchers import GridSearch, RandomSearch, Searcher
 from ._space import GraphSpace
@@ -23,6 +24,7 @@ __all__ = ["TUNE"]
 
 SEARCHERS: dict[str, type[Searcher[Any]]] = {
     "reinforce": Reinforce,
+    "agent": AgentReinforce,
     "random": RandomSearch,
     "grid": GridSearch,
     "tpe": TpeSearch,
@@ -53,6 +55,11 @@ class _Tune:
         )
         p.add_argument("--test", metavar="SET", help="held-out tasks for the final report")
         p.add_argument("--searcher", choices=sorted(SEARCHERS), default="reinforce")
+        p.add_argument(
+            "--feedback-model",
+            metavar="NAME",
+            help="the space's model that proposes updates for --searcher agent",
+        )
         p.add_argument("--evals", type=int, default=16, help="graphs to evaluate in all")
         p.add_argument("--batch", type=int, default=8, help="graphs per iteration")
         p.add_argument("--minibatch", type=int, default=8, help="tasks per evaluation")
@@ -101,25 +108,42 @@ async def _tune(args: argparse.Namespace) -> int:
         if args.budget
         else SearchBudget.from_dict(space.budget.limits if space.budget else {})
     )
-    searcher = SEARCHERS[args.searcher](space, Objective(budget), seed=args.seed)
     store = args.store or str(Path(args.space).with_suffix(".search.sqlite"))
     cache = CallCache(args.cache) if args.cache else None
-    with _Progress(args.evals, disable=args.no_progress or not sys.stderr.isatty()) as bar:
-        result = await atune(
-            space,
-            searcher,
-            tasks,
-            evals=args.evals,
-            store=store,
-            batch=args.batch,
-            minibatch_size=args.minibatch,
-            cache=cache,
-            timeout_s=args.timeout,
-            resume=args.resume,
-            val=val,
-            finalists=args.finalists,
-            on_iteration=bar.update,
+    feedback_pool = None
+    if args.searcher == "agent":
+        if args.feedback_model not in space.models:
+            raise SearchError(
+                f"--searcher agent needs --feedback-model NAME, a model of the space; "
+                f"got {args.feedback_model!r}, models: {', '.join(space.models)}"
+            )
+        feedback_pool = space.model_pool(cache=cache)
+        feedback = feedback_from_model(feedback_pool, args.feedback_model)
+        searcher: Searcher[Any] = AgentReinforce(
+            space, Objective(budget), seed=args.seed, feedback=feedback
         )
+    else:
+        searcher = SEARCHERS[args.searcher](space, Objective(budget), seed=args.seed)
+    try:
+        with _Progress(args.evals, disable=args.no_progress or not sys.stderr.isatty()) as bar:
+            result = await atune(
+                space,
+                searcher,
+                tasks,
+                evals=args.evals,
+                store=store,
+                batch=args.batch,
+                minibatch_size=args.minibatch,
+                cache=cache,
+                timeout_s=args.timeout,
+                resume=args.resume,
+                val=val,
+                finalists=args.finalists,
+                on_iteration=bar.update,
+            )
+    finally:
+        if feedback_pool is not None:
+            await feedback_pool.aclose()
     held_out = await _held_out(space, result, test, cache) if test is not None else None
     if args.plots:
         from ._plots import write_plots

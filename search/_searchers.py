@@ -340,6 +340,11 @@ class Searcher(ABC, Generic[D]):
         """Constructor keywords (besides space, objective, seed) that rebuild this one."""
         return {}
 
+    def _runtime(self) -> dict[str, Any]:
+        """``from_state`` keywords that are not state (a feedback model): what a searcher
+        restored in place of this one takes over from it."""
+        return {}
+
     def _save(self) -> dict[str, Any]:
         """Searcher-specific state (JSON-able)."""
         return {}
@@ -401,11 +406,12 @@ class Searcher(ABC, Generic[D]):
 
 def restore(space: SearchSpace[Any], state: Mapping[str, Any]) -> Searcher[Any]:
     """The searcher a ``state()`` came from (its class read from the state)."""
+    from ._agent import AgentReinforce
     from ._reinforce import Reinforce
     from ._tpe import TpeSearch
 
     classes: dict[str, type[Searcher[Any]]] = {
-        c.kind: c for c in (Reinforce, RandomSearch, GridSearch, TpeSearch)
+        c.kind: c for c in (Reinforce, AgentReinforce, RandomSearch, GridSearch, TpeSearch)
     }
     kind = state.get("searcher")
     if kind not in classes:

@@ -149,7 +149,7 @@ async def atune(
             await asyncio.to_thread(db.record_state, -1, searcher.state())
             iteration = 0
         else:
-            searcher = type(searcher).from_state(space, last[1])
+            searcher = type(searcher).from_state(space, last[1], **searcher._runtime())
             iteration = last[0] + 1
         while searcher.evaluations < evals:
             # Whole batches only: a search asked for more evaluations later continues

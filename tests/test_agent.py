@@ -358,11 +358,6 @@ def last_agent_state(path: Path) -> dict[str, Any]:
     return agent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="atune restores with type(searcher).from_state(space, state), which cannot pass "
-    "the feedback model on; needs from_state(..., **searcher._runtime()) in _tune.py",
-)
 async def test_a_search_resumed_by_atune_keeps_asking_the_feedback_model(tmp_path: Path) -> None:
     space = toy()
 

@@ -230,3 +230,35 @@ def test_the_command_writes_plots_and_reports_validation(tmp_path: Path) -> None
     assert "on validation tasks" in out.stdout and "Pareto front" in out.stdout
     for name in ("curve.png", "front.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_command_runs_an_agent_search_with_a_feedback_model_of_the_space(
+    tmp_path: Path,
+) -> None:
+    update = json.dumps({"width": {"1": 0.1, "2": 0.2, "3": 0.7}})
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        SPACE.format(good=0, bad=0).replace(
+            "defaults:", f"  judge: {{backend: scripted, options: {{responses: '{update}'}}}}\n"
+            "defaults:"
+        )
+    )  # fmt: skip
+    task_file = tmp_path / "tasks.jsonl"
+    task_file.write_text(json.dumps({"id": "a", "question": "1?", "answer": "4"}) + "\n")
+    base = [
+        sys.executable, "-m", "agentgraph", "tune", str(space), "--tasks", str(task_file),
+        "--evals", "4", "--batch", "2", "--no-progress", "--store", str(tmp_path / "s.db"),
+        "--searcher", "agent",
+    ]  # fmt: skip
+    missing = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert missing.returncode == 2 and "--feedback-model" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    out = subprocess.run(
+        [*base, "--feedback-model", "judge"], capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "falls back" not in out.stderr.lower() and "numeric" not in out.stderr.lower()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        state = json.loads(db.execute("SELECT state FROM states ORDER BY 1 DESC").fetchone()[0])
+    assert state["agent"]["llm_updates"] == 2 and state["agent"]["fallbacks"] == 0
