@@ -94,14 +94,23 @@ output: b
 """
     graph = ag.loads(text)
     profile = await ag.ameasure_profile(graph.backends["smol"], repeats=2)
-    assert profile.prefill_tok_s > profile.decode_tok_s > 5
+    # Rates measured on a shared machine: positive, whatever else runs beside them.
+    assert profile.prefill_tok_s > 0 and profile.decode_tok_s > 0
     store = ag.ProfileStore(tmp_path / "p.yaml")
     store.put(graph.backends["smol"].id, profile)
     est = await graph.aestimate("Name three colours.", profiles=store)
     run = await graph.arun("Name three colours.")
-    assert est.latency_s is not None
-    # The estimate assumes max_tokens answers, so it bounds the run from above, loosely.
-    assert run.latency_s / 3 < est.latency_s < run.latency_s * 10
+    # The estimate is the measured profile applied to each call, summed along the chain
+    # (timings on a shared machine vary; the figures and the arithmetic do not).
+    a, b = est.nodes["a"], est.nodes["b"]
+    for n in (a, b):
+        assert n.calls == 1 and n.completion_tokens == 24
+        assert n.latency_s == pytest.approx(profile.predict(n.prompt_tokens, n.completion_tokens))
+    assert est.latency_s == pytest.approx(a.latency_s + b.latency_s)  # type: ignore[operator]
+    assert b.prompt_tokens > a.prompt_tokens  # b reads a's answer
+    # Answers are at most max_tokens long: the estimate bounds the run's completions.
+    used = {r.node: r.completion_tokens for r in run.trace.records}
+    assert set(used) == {"a", "b"} and all(0 < t <= 24 for t in used.values())
 
 
 def test_cli_profile_and_estimate(tmp_path: Path) -> None:
