@@ -24,7 +24,7 @@ import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -133,16 +133,45 @@ class CurvePoint:
     best_score: float | None
 
 
-# Pooled sums per graph: evaluations, tasks, then the task-weighted sums of score, latency,
-# p95 latency, cost and tokens, then failed tasks.
+# Pooled sums per graph: [0] evaluations, [1] tasks, [2:7] the task-weighted sums of the
+# figures (n * x), [7] failed tasks, [8] the sum of n^2, and for each budgeted figure the
+# sums of n^2 * x ([9:13]) and n^2 * x^2 ([13:17]), for the spread between evaluations.
 _Sums = list[float]
 _FIGURES = ("score", "latency_s", "latency_p95_s", "cost_usd", "tokens")
+_COSTS = _FIGURES[1:]
+
+
+def _add(sums: _Sums, e: Evaluation) -> None:
+    n = e.n_tasks
+    xs = [getattr(e, f) for f in _FIGURES]
+    row = [1, n, *(n * x for x in xs), e.failed, n * n]
+    row += [n * n * x for x in xs[1:]] + [n * n * x * x for x in xs[1:]]
+    for i, value in enumerate(row):
+        sums[i] += value
 
 
 def _pooled(sums: _Sums) -> Evaluation:
     n = sums[1]
     figures = {f: sums[2 + i] / n for i, f in enumerate(_FIGURES)}
     return Evaluation(**figures, n_tasks=int(n), failed=int(sums[7]))
+
+
+def _upper(sums: _Sums, z: float) -> Evaluation:
+    """The pooled evaluation with each budgeted figure at ``mean + z * se``, the standard
+    error estimated from the spread between the graph's evaluations (a figure measured
+    once is taken as it is). Graphs whose routers make latency and cost vary from task to
+    task are judged feasible only when they keep within the budget with confidence."""
+    pooled = _pooled(sums)
+    k, n, n2 = sums[0], sums[1], sums[8]
+    if k < 2:
+        return pooled
+    upper = {}
+    for i, f in enumerate(_COSTS):
+        mean = getattr(pooled, f)
+        spread = sums[13 + i] - 2 * mean * sums[9 + i] + mean * mean * n2  # sum n^2 (x-mean)^2
+        se = math.sqrt(max(spread, 0.0) * k / (k - 1)) / n
+        upper[f] = mean + z * se
+    return replace(pooled, **upper)
 
 
 class Tracker(Generic[D]):
@@ -154,8 +183,10 @@ class Tracker(Generic[D]):
     (n + 4)``, for a 0/1 score over all ``n`` tasks the graph was run on. A graph seen once
     on a small minibatch therefore does not displace one seen many times on a lucky draw:
     among hundreds of noisy evaluations the highest raw score is mostly luck (the winner's
-    curse). Feasibility is judged on the pooled figures. Among equal bounds the cheaper
-    graph (in money, then tokens, then time) wins; ties beyond that keep the first."""
+    curse). Feasibility is judged on upper bounds of the pooled figures (``mean + z * se``,
+    from the spread between evaluations: routers make cost and latency vary). Among equal
+    bounds the cheaper graph (in money, then tokens, then time) wins; ties beyond that keep
+    the first."""
 
     def __init__(self, z: float = 2.0) -> None:
         self.z = z
@@ -173,15 +204,13 @@ class Tracker(Generic[D]):
         """Count one evaluation; returns whether the best feasible graph changed."""
         self.evaluations += 1
         self.tokens += evaluation.total_tokens
-        e, n = evaluation, evaluation.n_tasks
         if decisions not in self._sums:
             self._order[decisions] = len(self._sums)
-            self._sums[decisions] = [0.0] * 8
+            self._sums[decisions] = [0.0] * 17
         sums = self._sums[decisions]
-        for i, value in enumerate((1, n, *(getattr(e, f) * n for f in _FIGURES), e.failed)):
-            sums[i] += value
+        _add(sums, evaluation)
         pooled = _pooled(sums)
-        rank = self._rank(decisions, pooled) if feasible(pooled) else None
+        rank = self._rank(decisions, pooled) if feasible(_upper(sums, self.z)) else None
         if rank is None:
             self._feasible.pop(decisions, None)
         else:

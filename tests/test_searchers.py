@@ -621,3 +621,17 @@ def test_searchers_on_an_example_space(kind: str) -> None:
         # Samples carry their exact log-probability under the parameters they came from.
         s = searcher.ask(1)[0]
         assert s.log_prob == pytest.approx(space.log_prob(s.decisions, searcher.params))
+
+
+def test_a_graph_is_feasible_only_when_its_pooled_figures_keep_within_with_confidence() -> None:
+    # A router makes latency vary: 9.6 and 10.2 s on two minibatches, 9.9 s on average,
+    # within a 10 s limit but not by more than the spread allows.
+    ok = SearchBudget(latency_s=10.0).feasible
+    t: Tracker[str] = Tracker()
+    t.record("routed", Evaluation(score=0.9, latency_s=9.6, n_tasks=20), ok)
+    assert t.best is not None  # measured once: taken as it is
+    t.record("routed", Evaluation(score=0.9, latency_s=10.2, n_tasks=20), ok)
+    assert t.best is None
+    t.record("steady", Evaluation(score=0.5, latency_s=9.9, n_tasks=20), ok)
+    t.record("steady", Evaluation(score=0.5, latency_s=9.9, n_tasks=20), ok)
+    assert t.best is not None and t.best.decisions == "steady"  # no spread: 9.9 s holds
