@@ -92,7 +92,7 @@ async def atune(
     *,
     evals: int,
     store: str | Path,
-    batch: int = 4,
+    batch: int = 8,
     minibatch_size: int = 8,
     cache: CallCache | None = None,
     timeout_s: float | None = None,
@@ -135,17 +135,17 @@ async def atune(
         )
     pool = space.model_pool(cache=cache)
     spent = {"tokens": 0.0, "uncached": 0.0}
+
+    async def run(spec: GraphSpec, on: TaskSet) -> Evaluation:
+        result, used = await _evaluate(pool, spec, on, timeout_s)
+        spent["tokens"] += used[0]
+        spent["uncached"] += used[1]
+        return result
+
     try:
         if last is None:
             prepare_tasks = minibatch(tasks, minibatch_size, searcher.seed, 0, salt=1)
-
-            async def evaluate(spec: GraphSpec) -> Evaluation:
-                result, used = await _evaluate(pool, spec, prepare_tasks, timeout_s)
-                spent["tokens"] += used[0]
-                spent["uncached"] += used[1]
-                return result
-
-            await searcher.aprepare(evaluate)
+            await searcher.aprepare(lambda spec: run(spec, prepare_tasks))
             await asyncio.to_thread(db.record_state, -1, searcher.state())
             iteration = 0
         else:
@@ -164,9 +164,7 @@ async def atune(
             for slot, sample in enumerate(samples):
                 result = done.get(slot)
                 if result is None:
-                    result, used = await _evaluate(pool, sample.spec, batch_tasks, timeout_s)
-                    spent["tokens"] += used[0]
-                    spent["uncached"] += used[1]
+                    result = await run(sample.spec, batch_tasks)
                     await asyncio.to_thread(db.record_evaluation, iteration, slot, result.to_dict())
                 results.append(result)
             await searcher.atell(samples, results)
@@ -188,10 +186,7 @@ async def atune(
         if val is not None:
             for d, _ in searcher.tracker.ranked(finalists):
                 spec = space.decisions_to_spec(d)
-                result, used = await _evaluate(pool, spec, val, timeout_s)
-                spent["tokens"] += used[0]
-                spent["uncached"] += used[1]
-                validation.append((spec, result))
+                validation.append((spec, await run(spec, val)))
     finally:
         await pool.aclose()
         db.close()
