@@ -76,6 +76,13 @@ class _Tune:
         p.add_argument("--resume", action="store_true", help="continue the search the store holds")
         p.add_argument("--cache", metavar="FILE", help="SQLite call cache shared by all graphs")
         p.add_argument("--timeout", type=float, default=None, help="time limit per task (s)")
+        p.add_argument(
+            "--parallel",
+            type=int,
+            default=1,
+            help="graphs evaluated at once (default 1: side by side they share model "
+            "slots and measure slower)",
+        )
         p.add_argument("--out", metavar="FILE", help="write the best graph as YAML")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument(
@@ -139,6 +146,7 @@ async def _tune(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 val=val,
                 finalists=args.finalists,
+                parallel=args.parallel,
                 on_iteration=bar.update,
             )
     finally:

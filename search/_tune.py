@@ -4,10 +4,11 @@ Each iteration asks the searcher for a batch of graphs and evaluates every one o
 the same minibatch of training tasks (common random numbers: differences between graphs
 are not differences between task draws). The graphs take their models from one pool (each
 model loaded once) and share one call cache, so calls repeated across samples and
-iterations cost nothing the second time; the objective still judges a graph by what its
-calls cost and took when they were made. Graphs of a batch run one after another, each
-with its tasks in parallel up to its models' slots: graphs side by side would queue for
-the same models and each would look slower than it is.
+iterations cost nothing the second time (identical calls in flight run once); the
+objective still judges a graph by what its calls cost and took when they were made.
+Graphs of a batch run one after another by default, each with its tasks in parallel up to
+its models' slots: graphs side by side queue for the same models and each looks slower
+than it is (``parallel`` trades that bias for wall time).
 
 Everything is recorded in the store (:mod:`._store`) as it happens. The same call again
 resumes: the searcher's state after the last finished iteration is restored, the samples
@@ -99,6 +100,7 @@ async def atune(
     resume: bool = True,
     val: TaskSet | None = None,
     finalists: int = 5,
+    parallel: int = 1,
     on_iteration: Callable[[Iteration], None] | None = None,
 ) -> TuneResult:
     """Evaluate ``evals`` sampled graphs (rounded up to whole batches of ``batch``, each on
@@ -110,9 +112,13 @@ async def atune(
     ``val``: validation tasks on which the ``finalists`` best feasible graphs of the search
     are evaluated once it ends; the best of them there, within the budget, is the result
     (a graph that led on training minibatches by luck is caught here). They are run anew
-    when a finished search is resumed (free with a ``cache``)."""
-    if evals < 1 or batch < 1 or minibatch_size < 1:
-        raise SearchError("evals, batch and minibatch_size must be >= 1")
+    when a finished search is resumed (free with a ``cache``).
+
+    ``parallel``: graphs of a batch evaluated at once (1 by default). Side by side they
+    queue for the same model slots, so each measures slower than it runs alone: raise it
+    for servers with many slots, where the wall time matters more than that bias."""
+    if min(evals, batch, minibatch_size, parallel) < 1:
+        raise SearchError("evals, batch, minibatch_size and parallel must be >= 1")
     config = {
         "space": space.name,
         "space_source": str(space.source),
@@ -142,6 +148,16 @@ async def atune(
         spent["uncached"] += used[1]
         return result
 
+    limit = asyncio.Semaphore(parallel)
+    writing = asyncio.Lock()  # one connection: one write at a time
+
+    async def record(iteration: int, slot: int, spec: GraphSpec, on: TaskSet) -> Evaluation:
+        async with limit:
+            result = await run(spec, on)
+        async with writing:
+            await asyncio.to_thread(db.record_evaluation, iteration, slot, result.to_dict())
+        return result
+
     try:
         if last is None:
             prepare_tasks = minibatch(tasks, minibatch_size, searcher.seed, 0, salt=1)
@@ -160,13 +176,12 @@ async def atune(
             _check_or_record(db, iteration, samples)
             done = {e.slot: Evaluation.from_dict(e.result) for e in db.evaluations(iteration)}
             batch_tasks = minibatch(tasks, minibatch_size, searcher.seed, iteration)
-            results = []
-            for slot, sample in enumerate(samples):
-                result = done.get(slot)
-                if result is None:
-                    result = await run(sample.spec, batch_tasks)
-                    await asyncio.to_thread(db.record_evaluation, iteration, slot, result.to_dict())
-                results.append(result)
+            todo = [slot for slot in range(len(samples)) if slot not in done]
+            new = await asyncio.gather(
+                *(record(iteration, i, samples[i].spec, batch_tasks) for i in todo)
+            )
+            done.update(zip(todo, new, strict=True))
+            results = [done[slot] for slot in range(len(samples))]
             await searcher.atell(samples, results)
             await asyncio.to_thread(db.record_state, iteration, searcher.state())
             if on_iteration is not None:

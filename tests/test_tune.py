@@ -262,3 +262,16 @@ def test_the_command_runs_an_agent_search_with_a_feedback_model_of_the_space(
     with sqlite3.connect(tmp_path / "s.db") as db:
         state = json.loads(db.execute("SELECT state FROM states ORDER BY 1 DESC").fetchone()[0])
     assert state["agent"]["llm_updates"] == 2 and state["agent"]["fallbacks"] == 0
+
+
+async def test_graphs_evaluated_side_by_side_make_the_same_search(tmp_path: Path) -> None:
+    space = load_space(write_space(tmp_path, good=0.01, bad=0.01))
+    runs = [
+        await atune(
+            space, searcher(space), tasks(), evals=9, batch=3, minibatch_size=4,
+            store=tmp_path / f"s{parallel}.sqlite", parallel=parallel,
+        )
+        for parallel in (1, 3)
+    ]  # fmt: skip
+    assert asked(tmp_path / "s1.sqlite") == asked(tmp_path / "s3.sqlite")
+    assert runs[0].curve == runs[1].curve and runs[0].best == runs[1].best
