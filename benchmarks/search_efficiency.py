@@ -22,8 +22,8 @@ exact table. Over 10 seeds (``--quick``: 5) the benchmark reports:
 - evaluations until the reported best is feasible and within 1 point (0.01) of the
   optimum (median and interquartile range; a run that never gets there counts as its
   evaluation cap, and the median is shown as ">cap" when more than half never do: a
-  lower bound). Caps: REINFORCE and TPE 2,400, random 7,200, agent 480 (quick: 1,600,
-  1,300, 4,800, 160). The searches are seeded: the same run gives the same counts;
+  lower bound). Caps: REINFORCE and TPE 2,400, random 7,200, agent 160 (quick: 1,600,
+  1,300, 4,800, 48). The searches are seeded: the same run gives the same counts;
 - final regret (optimum minus the reported graph's exact score) and the share of seeds
   whose final graph is feasible (by its exact figures).
 
@@ -80,8 +80,8 @@ WITHIN = 0.01
 # most room (its count is a lower bound when it never gets there); TPE's own cost grows
 # with its trials, which bounds what a benchmark can give it.
 # Agent-REINFORCE waits on a local feedback model every iteration (seconds each on CPU).
-CAPS = {"reinforce": 2400, "random": 7200, "tpe": 2400, "agent": 480}
-QUICK_CAPS = {"reinforce": 1600, "random": 4800, "tpe": 1300, "agent": 160}
+CAPS = {"reinforce": 2400, "random": 7200, "tpe": 2400, "agent": 160}
+QUICK_CAPS = {"reinforce": 1600, "random": 4800, "tpe": 1300, "agent": 48}
 
 SPACE = """
 schema: agentgraph-space/v1
