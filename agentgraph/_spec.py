@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, NoReturn, Self, TypeVar
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = "agentgraph/v1"
-_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_ID = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # whole names only: fullmatch
 
 TaskKind = Literal["text", "math", "multiple_choice", "code"]
 """What kind of answer the graph produces; roles choose default prompts and parsers by it."""
@@ -163,8 +164,13 @@ class RetryPolicy(_Frozen):
 
     def delay(self, attempt: int, u: float) -> float:
         """Backoff before attempt ``attempt + 1`` (``attempt`` >= 1); ``u`` uniform in [0, 1)."""
-        base = min(self.max_backoff_s, self.backoff_s * self.multiplier ** (attempt - 1))
-        return base * (1 - self.jitter * u)
+        if self.backoff_s == 0:
+            return 0.0
+        try:
+            grown = self.backoff_s * self.multiplier ** (attempt - 1)
+        except OverflowError:  # thousands of attempts, or a huge multiplier: the cap holds
+            grown = math.inf
+        return min(self.max_backoff_s, grown) * (1 - self.jitter * u)
 
 
 class TimeoutPolicy(_Frozen):
@@ -289,7 +295,7 @@ def check_graph(spec: GraphSpec) -> None:
     if not nodes:
         raise GraphValidationError("a graph needs at least one node", path=("nodes",))
     for name in list(nodes) + list(models):
-        if not _ID.match(name):
+        if not _ID.fullmatch(name):
             where = "nodes" if name in nodes else "models"
             raise GraphValidationError(
                 f"invalid name {name!r}: use letters, digits, '_' or '-', not starting "

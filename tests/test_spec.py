@@ -222,3 +222,25 @@ def test_json_schema_validates_the_examples() -> None:
     bad = yaml.safe_load(GOOD)
     bad["nodes"]["a"]["colour"] = "red"
     assert not validator.is_valid(bad)
+
+
+@pytest.mark.parametrize("name", ["a\n", "node\n", "x\r\n"])
+def test_a_name_with_a_trailing_newline_is_refused(name: str) -> None:
+    doc = {
+        "models": {"m": {"backend": "scripted"}},
+        "nodes": {name: {"role": "proposer", "model": "m"}},
+        "output": name,
+    }
+    with pytest.raises(ag.GraphValidationError, match="invalid name"):
+        ag.loads_spec(json.dumps(doc))  # JSON is YAML
+
+
+def test_retry_delays_stay_capped_for_any_attempt_or_multiplier() -> None:
+    for policy in (
+        ag.RetryPolicy(max_attempts=2000),
+        ag.RetryPolicy(multiplier=1e300, max_backoff_s=3.0),
+    ):
+        delays = [policy.delay(a, 0.0) for a in (1, 2, 50, 1999, 10**6)]
+        assert delays[0] == policy.backoff_s and max(delays) == policy.max_backoff_s
+    assert ag.RetryPolicy(backoff_s=0.0, multiplier=1e300).delay(5000, 0.5) == 0.0
+    assert ag.RetryPolicy().delay(3, 0.0) == 1.0  # 0.25 * 2 ** 2, exactly as before
