@@ -324,12 +324,15 @@ class AgentReinforce(Reinforce[Decisions]):
             parts.append("Each model alone, as one proposer:")
             parts.append(_table(list(self.profile.items()), objective, first="model"))
         order = sorted(range(len(results)), key=lambda i: -objective.reward(results[i]))
-        rows = [(_options(self.space.describe(samples[i].decisions)), results[i]) for i in order]
+        rows = [
+            (self.space.describe_text(samples[i].decisions) or "(no decisions)", results[i])
+            for i in order
+        ]
         parts.append("This batch, all graphs on the same tasks, best reward first:")
         parts.append(_table(rows, objective))
         best = self.best
         if best is not None:
-            row = (_options(self.space.describe(best.decisions)), best.evaluation)
+            row = (self.space.describe_text(best.decisions) or "(no decisions)", best.evaluation)
             parts.append("Best feasible graph so far: " + _table([row], objective, header=False))
         parts.append(
             "Reply with ONLY a JSON object of new probabilities for the decisions you would "
@@ -416,14 +419,6 @@ def _rounded(probabilities: Mapping[str, Any]) -> dict[str, Any]:
         k: {o: round(q, 4) for o, q in v.items()} if isinstance(v, Mapping) else round(v, 4)
         for k, v in probabilities.items()
     }
-
-
-def _options(chosen: Mapping[str, Any]) -> str:
-    yes_no = {True: "yes", False: "no"}
-    return (
-        ", ".join(f"{k}={yes_no[v] if isinstance(v, bool) else v}" for k, v in chosen.items())
-        or "(no decisions)"
-    )
 
 
 _COLUMNS = ("reward", "score", *METRICS, "feasible", "failed")

@@ -545,6 +545,14 @@ class GraphSpace:
         d = self._check(decisions)
         return {s.name: s.labels[c] for s, c in zip(self.sites, d, strict=True) if c >= 0}
 
+    def describe_text(self, decisions: Decisions) -> str:
+        """:meth:`describe` as one line, ``width=3, cascade.include=yes`` ("" when nothing
+        was asked)."""
+        return ", ".join(
+            f"{k}={'yes' if v is True else 'no' if v is False else v}"
+            for k, v in self.describe(decisions).items()
+        )
+
     # --- graphs ------------------------------------------------------------------------
 
     def decisions_to_spec(self, decisions: Decisions) -> GraphSpec:
@@ -556,10 +564,7 @@ class GraphSpace:
             nodes, output = self._build(d)
             used = {n.model for n in nodes.values() if n.model is not None}
             digest = hashlib.sha256(",".join(map(str, d)).encode()).hexdigest()[:10]
-            chosen = ", ".join(
-                f"{k}={'yes' if v is True else 'no' if v is False else v}"
-                for k, v in self.describe(d).items()
-            )
+            chosen = self.describe_text(d)
             spec = GraphSpec(
                 name=f"{self.name}-{digest}",
                 description=f"sampled from space {self.name!r}: {chosen or 'no decisions'}",

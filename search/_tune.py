@@ -19,7 +19,6 @@ seed makes the same decisions) and the evaluations already recorded are reused.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from agentgraph import CallCache, GraphSpec, TaskSet, dumps_spec
+from agentgraph import CallCache, GraphSpec, ModelPool, TaskSet, dumps_spec
 
 from ._objective import Evaluation, SearchError, pareto_front
-from ._searchers import CurvePoint, SampleLike, Searcher, SearchSpace
+from ._searchers import CurvePoint, SampleLike, Searcher, SearchSpace, _to_json
 from ._space import GraphSpace
 from ._store import Asked, SearchStore, StoreError
 
@@ -70,10 +69,6 @@ class TuneResult:
     validation: list[tuple[GraphSpec, Evaluation]] = field(default_factory=list)
     graphs: list[tuple[GraphSpec, Evaluation]] = field(default_factory=list)
     """Every graph evaluated, its evaluations pooled, in the order first seen."""
-
-
-def _plain(decisions: Any) -> Any:
-    return json.loads(json.dumps(decisions, default=int))
 
 
 def minibatch(tasks: TaskSet, size: int, seed: int, iteration: int, salt: int = 0) -> TaskSet:
@@ -225,7 +220,7 @@ def _saved(spent: dict[str, float]) -> float:
 def _check_or_record(db: SearchStore, iteration: int, samples: Sequence[SampleLike[Any]]) -> None:
     """A resumed search must ask what the killed one asked: same state, same draws."""
     stored = db.asked(iteration)
-    asked = [_plain(s.decisions) for s in samples]
+    asked = [_to_json(s.decisions) for s in samples]
     if stored:
         if [a.decisions for a in stored] != asked:
             raise SearchError(
@@ -242,7 +237,7 @@ def _check_or_record(db: SearchStore, iteration: int, samples: Sequence[SampleLi
 
 
 async def _evaluate(
-    pool: Any, spec: GraphSpec, tasks: TaskSet, timeout_s: float | None
+    pool: ModelPool, spec: GraphSpec, tasks: TaskSet, timeout_s: float | None
 ) -> tuple[Evaluation, tuple[int, int]]:
     graph = pool.graph(spec)
     try:
