@@ -42,6 +42,7 @@ from ._model import (
     Completion,
     CompletionRequest,
     ModelBackend,
+    OutputConstraint,
     Usage,
     sample_seed,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "NodeResult",
     "NodeSpec",
     "NodeTimeout",
+    "OutputConstraint",
     "Price",
     "ProfileStore",
     "ReplayBackend",

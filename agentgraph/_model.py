@@ -4,17 +4,18 @@ A backend turns a :class:`CompletionRequest` into a :class:`Completion`. Request
 completions are plain slotted records (frozen dataclasses cost microseconds per call on
 the executor's hot path); treat them as read-only. It declares how
 many calls it can serve at once (``slots``) and which shared ``resource`` those slots
-belong to: backends that share one loaded model share its slots. The executor owns
-scheduling; a backend only answers calls.
+belong to: backends that share one loaded model share its slots, and which kinds of
+:class:`OutputConstraint` it can apply (``constraints``). The executor owns scheduling; a
+backend only answers calls.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ._spec import Price, Sampling
 
@@ -24,6 +25,7 @@ __all__ = [
     "Completion",
     "CompletionRequest",
     "ModelBackend",
+    "OutputConstraint",
     "Usage",
     "sample_seed",
 ]
@@ -35,22 +37,72 @@ class ChatMessage:
     content: str
 
 
+ConstraintKind = Literal["json_schema", "grammar"]
+CONSTRAINT_KINDS: frozenset[str] = frozenset({"json_schema", "grammar"})
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConstraint:
+    """A shape the model's reply must take, applied while decoding: a JSON schema, or a
+    llama.cpp GBNF grammar. Exactly one is set. Backends declare which kinds they apply
+    (``BackendBase.constraints``); a request never carries one its backend cannot apply.
+    Built once per role call, so it is frozen (the per-call cost is paid only when a role
+    asks for a constraint)."""
+
+    json_schema: Mapping[str, Any] | None = None
+    grammar: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.json_schema is None) == (self.grammar is None):
+            raise ValueError(
+                "OutputConstraint needs exactly one of json_schema or grammar, got "
+                f"json_schema={self.json_schema!r}, grammar={self.grammar!r}"
+            )
+        if self.grammar is not None and not isinstance(self.grammar, str):
+            raise ValueError(
+                f"OutputConstraint grammar must be a GBNF text (str), got {self.grammar!r}"
+            )
+        if self.json_schema is not None and not isinstance(self.json_schema, Mapping):
+            raise ValueError(
+                "OutputConstraint json_schema must be a mapping (a JSON schema object), got "
+                f"{self.json_schema!r}"
+            )
+
+    @property
+    def kind(self) -> ConstraintKind:
+        return "json_schema" if self.json_schema is not None else "grammar"
+
+    def canonical(self) -> str:
+        """The constraint as text that two equal constraints share: canonical JSON of the
+        schema (sorted keys, no spaces), or the grammar itself. Part of the cache key."""
+        if self.json_schema is not None:
+            return json.dumps(self.json_schema, sort_keys=True, separators=(",", ":"))
+        assert self.grammar is not None
+        return self.grammar
+
+
 @dataclass(slots=True)
 class CompletionRequest:
-    """One model call: the chat messages, fully resolved sampling, and which sample this is
-    (``sample_index`` separates repeated samples of the same prompt)."""
+    """One model call: the chat messages, fully resolved sampling, which sample this is
+    (``sample_index`` separates repeated samples of the same prompt), and an optional
+    ``constraint`` on the reply's shape."""
 
     messages: tuple[ChatMessage, ...]
     sampling: Sampling = field(default_factory=Sampling)
     sample_index: int = 0
+    constraint: OutputConstraint | None = None
 
     def key(self) -> str:
         """Content hash of the request (backend identity is added by whoever caches)."""
-        payload = {
+        payload: dict[str, Any] = {
             "messages": [[m.role, m.content] for m in self.messages],
             "sampling": self.sampling.model_dump(mode="json"),
             "sample_index": self.sample_index,
         }
+        # Only when set, so the keys of unconstrained calls (every cache written before
+        # constraints existed) stay what they were.
+        if self.constraint is not None:
+            payload["constraint"] = [self.constraint.kind, self.constraint.canonical()]
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -123,9 +175,15 @@ class ModelBackend(Protocol):
 
 
 class BackendBase:
-    """What every backend declares: identity, concurrency and price. Subclasses implement
-    ``complete`` and, when they hold connections or loaded weights, ``aopen``/``aclose``.
-    ``resource`` defaults to the backend itself (slots of its own)."""
+    """What every backend declares: identity, concurrency, price and the output constraint
+    kinds it applies (``constraints``, a subset of ``{"json_schema", "grammar"}``; empty by
+    default). Subclasses implement ``complete`` and, when they hold connections or loaded
+    weights, ``aopen``/``aclose``. ``resource`` defaults to the backend itself (slots of its
+    own).
+
+    ``constraints`` is not part of :class:`ModelBackend`, so third-party backends written
+    before it still satisfy the protocol; readers use
+    ``getattr(backend, "constraints", frozenset())``."""
 
     def __init__(
         self,
@@ -134,11 +192,19 @@ class BackendBase:
         slots: int,
         price: Price | None = None,
         resource: Hashable | None = None,
+        constraints: frozenset[str] = frozenset(),
     ) -> None:
+        unknown = set(constraints) - CONSTRAINT_KINDS
+        if unknown:
+            raise ValueError(
+                f"backend {id!r} declares unknown constraint kinds {sorted(unknown)!r}; "
+                f"valid kinds: {sorted(CONSTRAINT_KINDS)!r}"
+            )
         self._id = id
         self._slots = slots
         self._price = price or Price()
         self._resource = resource if resource is not None else self
+        self._constraints = frozenset(constraints)
 
     @property
     def id(self) -> str:
@@ -155,6 +221,11 @@ class BackendBase:
     @property
     def price(self) -> Price:
         return self._price
+
+    @property
+    def constraints(self) -> frozenset[str]:
+        """The :class:`OutputConstraint` kinds this backend applies while decoding."""
+        return self._constraints
 
     async def aopen(self) -> None:
         return None

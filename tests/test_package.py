@@ -51,6 +51,7 @@ PUBLIC = {
     "NodeResult",
     "NodeSpec",
     "NodeTimeout",
+    "OutputConstraint",
     "Price",
     "ProfileStore",
     "ReplayBackend",
