@@ -9,6 +9,8 @@
     ├── ModelNotFound(FileNotFoundError)      a model file or pkg: reference does not resolve
     ├── MissingDependency(ImportError)        an optional extra is not installed
     ├── SandboxError(RuntimeError)            the code sandbox cannot be set up here
+    ├── CacheFileError(ValueError)            a call cache file is missing, damaged or not a
+    │                                         cache: .path
     ├── BackendError                          a model call failed: .backend .node
     │   ├── TransientBackendError             worth retrying (overload, dropped connection)
     │   │   └── BackendTimeout(TimeoutError)  one call ran past its time limit
@@ -40,6 +42,7 @@ __all__ = [
     "BackendError",
     "BackendTimeout",
     "BudgetExceeded",
+    "CacheFileError",
     "EmptyCompletion",
     "GraphValidationError",
     "MissingDependency",
@@ -136,6 +139,16 @@ class MissingDependency(AgentGraphError, ImportError):
 class SandboxError(AgentGraphError, RuntimeError):
     """The sandbox for generated code cannot be set up here (not Linux; an interpreter the
     unprivileged user cannot read); never raised for what the program itself does."""
+
+
+class CacheFileError(AgentGraphError, ValueError):
+    """A call cache file cannot be used: it is missing (where it must exist), unreadable,
+    damaged, truncated, or not an agentgraph call cache. ``path`` names the file; the
+    message says what was found and how to start afresh (``rebuild=True``)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class BackendError(AgentGraphError):

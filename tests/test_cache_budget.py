@@ -95,6 +95,7 @@ async def test_nodes_can_opt_out_and_read_only_stores_nothing(tmp_path: Path) ->
     await graph.arun("q")
     await graph.arun("q")
     assert len(backend.calls) == 3 + 3 + 1  # proposers twice, synthesizer once
+    ag.CallCache(tmp_path / "ro.sqlite").close()  # read_only needs an existing cache
     ro = ag.CallCache(tmp_path / "ro.sqlite", mode="read_only")
     graph.cache = ro
     await graph.arun("q")
