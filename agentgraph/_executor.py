@@ -40,9 +40,16 @@ from ._errors import (
     TransientBackendError,
     UpstreamFailed,
 )
-from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend, Usage
+from ._model import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    ModelBackend,
+    OutputConstraint,
+    Usage,
+)
 from ._result import NodeResult, RunResult, Trace, TraceRecord
-from ._role import Message, NodeContext, Role
+from ._role import Message, NodeContext, Role, check_constraint
 from ._spec import Budget, NodeSpec, RetryPolicy, Sampling, TaskKind, TimeoutPolicy
 
 __all__ = ["execute"]
@@ -229,6 +236,7 @@ class _NodeCalls:
         messages: Sequence[ChatMessage],
         sampling: Sampling | None,
         sample_index: int,
+        constraint: OutputConstraint | None,
     ) -> Completion:
         """One call through the cache (and single-flight), the ledger, the backend's slot
         pool, retries and time limits; every call is traced."""
@@ -238,8 +246,13 @@ class _NodeCalls:
             raise BackendError(f"node {node.name!r} has no model", node=node.name)
         eff = sampling.over(node.sampling) if sampling is not None else node.sampling
         msgs = tuple(messages)
-        sample_index = run.sample_index((backend.id, msgs, eff), sample_index)
-        request = CompletionRequest(msgs, eff, sample_index)
+        if constraint is None:
+            sample_index = run.sample_index((backend.id, msgs, eff), sample_index)
+        else:
+            check_constraint(constraint, backend, node.name)
+            # Calls differing only in their constraint are not repeats of one another.
+            sample_index = run.sample_index((backend.id, msgs, eff, constraint), sample_index)
+        request = CompletionRequest(msgs, eff, sample_index, constraint)
         cache = run.cache if node.cache else None
         if cache is None:
             return (await self._dispatch(backend, request, None))[0]

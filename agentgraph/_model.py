@@ -45,12 +45,15 @@ CONSTRAINT_KINDS: frozenset[str] = frozenset({"json_schema", "grammar"})
 class OutputConstraint:
     """A shape the model's reply must take, applied while decoding: a JSON schema, or a
     llama.cpp GBNF grammar. Exactly one is set. Backends declare which kinds they apply
-    (``BackendBase.constraints``); a request never carries one its backend cannot apply.
-    Built once per role call, so it is frozen (the per-call cost is paid only when a role
-    asks for a constraint)."""
+    (``BackendBase.constraints``); the executor refuses a request whose backend cannot
+    apply its constraint rather than send it unconstrained.
+
+    Equal constraints (a schema's key order aside) hash equal and share a cache key."""
 
     json_schema: Mapping[str, Any] | None = None
     grammar: str | None = None
+    # Computed once: the cache key and the executor's sample bookkeeping both read it.
+    _canonical: str = field(init=False, repr=False, compare=False, default="")
 
     def __post_init__(self) -> None:
         if (self.json_schema is None) == (self.grammar is None):
@@ -58,27 +61,42 @@ class OutputConstraint:
                 "OutputConstraint needs exactly one of json_schema or grammar, got "
                 f"json_schema={self.json_schema!r}, grammar={self.grammar!r}"
             )
-        if self.grammar is not None and not isinstance(self.grammar, str):
-            raise ValueError(
-                f"OutputConstraint grammar must be a GBNF text (str), got {self.grammar!r}"
-            )
-        if self.json_schema is not None and not isinstance(self.json_schema, Mapping):
-            raise ValueError(
-                "OutputConstraint json_schema must be a mapping (a JSON schema object), got "
-                f"{self.json_schema!r}"
-            )
+        if self.grammar is not None:
+            if not isinstance(self.grammar, str) or not self.grammar.strip():
+                raise ValueError(
+                    "OutputConstraint grammar must be a non-empty GBNF text, got "
+                    f"{self.grammar!r}"
+                )
+            canonical = self.grammar
+        else:
+            if not isinstance(self.json_schema, Mapping):
+                raise ValueError(
+                    "OutputConstraint json_schema must be a mapping (a JSON schema object), "
+                    f"got {self.json_schema!r}"
+                )
+            try:
+                canonical = json.dumps(
+                    self.json_schema, sort_keys=True, separators=(",", ":"), allow_nan=False
+                )
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"OutputConstraint json_schema is not plain JSON ({exc}): "
+                    f"{self.json_schema!r}"
+                ) from None
+        object.__setattr__(self, "_canonical", canonical)
 
     @property
     def kind(self) -> ConstraintKind:
+        """``"json_schema"`` or ``"grammar"``: what a backend must support to apply it."""
         return "json_schema" if self.json_schema is not None else "grammar"
 
     def canonical(self) -> str:
         """The constraint as text that two equal constraints share: canonical JSON of the
         schema (sorted keys, no spaces), or the grammar itself. Part of the cache key."""
-        if self.json_schema is not None:
-            return json.dumps(self.json_schema, sort_keys=True, separators=(",", ":"))
-        assert self.grammar is not None
-        return self.grammar
+        return self._canonical
+
+    def __hash__(self) -> int:  # a schema is a dict, unhashable; its canonical text is not
+        return hash((self.kind, self._canonical))
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import pydantic
 
 from ._errors import BackendError, GraphValidationError, validation_error
-from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend
+from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend, OutputConstraint
 from ._spec import NodeSpec, Sampling, TaskKind
 
 __all__ = ["Message", "NodeContext", "Role"]
@@ -72,8 +72,26 @@ class Message:
 
 
 Call = Callable[
-    ["NodeContext", Sequence[ChatMessage], "Sampling | None", int], Awaitable[Completion]
+    ["NodeContext", Sequence[ChatMessage], "Sampling | None", int, "OutputConstraint | None"],
+    Awaitable[Completion],
 ]
+"""The executor's side of :meth:`NodeContext.complete`: (context, messages, sampling,
+sample index, constraint) -> completion."""
+
+
+def check_constraint(constraint: OutputConstraint, backend: ModelBackend, node: str) -> None:
+    """Refuse a constraint the backend cannot apply: sent anyway, the reply would come back
+    unconstrained and the role would parse it as if it were not."""
+    supported: frozenset[str] = getattr(backend, "constraints", frozenset())
+    if constraint.kind not in supported:
+        kinds = ", ".join(repr(k) for k in sorted(supported)) or "none"
+        raise BackendError(
+            f"node {node!r} asks for a {constraint.kind!r} output constraint, which backend "
+            f"{backend.id!r} cannot apply (it supports: {kinds}); use a backend that "
+            "supports it, or set the role's param constrained: false",
+            backend=backend.id,
+            node=node,
+        )
 
 
 class NodeContext:
@@ -147,21 +165,37 @@ class NodeContext:
         gave them; parsers then also recognize an option named by its text."""
         return self._choices
 
+    @property
+    def constraints(self) -> frozenset[str]:
+        """The :class:`OutputConstraint` kinds this node's backend applies (empty without a
+        backend, or for a backend that declares none)."""
+        if self._backend is None:
+            return frozenset()
+        supported: frozenset[str] = getattr(self._backend, "constraints", frozenset())
+        return supported
+
     async def complete(
         self,
         messages: Sequence[ChatMessage],
         *,
         sampling: Sampling | None = None,
         sample_index: int = 0,
+        constraint: OutputConstraint | None = None,
     ) -> Completion:
         """Call this node's model with ``messages``; ``sampling`` is layered over the node's
-        settings, ``sample_index`` asks for a distinct sample of the same prompt."""
+        settings, ``sample_index`` asks for a distinct sample of the same prompt, and
+        ``constraint`` restricts the reply's shape. A constraint the backend cannot apply
+        (see :attr:`constraints`) raises :class:`BackendError`."""
         if self._call is not None:
-            return await self._call(self, messages, sampling, sample_index)
+            return await self._call(self, messages, sampling, sample_index, constraint)
         if self._backend is None:
             raise BackendError(f"node {self._node!r} has no model", node=self._node)
+        if constraint is not None:
+            check_constraint(constraint, self._backend, self._node)
         eff = sampling.over(self._sampling) if sampling is not None else self._sampling
-        return await self._backend.complete(CompletionRequest(tuple(messages), eff, sample_index))
+        return await self._backend.complete(
+            CompletionRequest(tuple(messages), eff, sample_index, constraint)
+        )
 
 
 class Role(abc.ABC):
