@@ -29,6 +29,15 @@ Roles write their results to the typed fields of :class:`agentgraph.Message`: ``
 Parsers (answers, verdicts, choices) live in ``agentgraph.roles._parse``; they never
 raise on model output, and roles record what they could not read in ``parse_error``.
 
+Constrained output: where a reply must be parseable (the verifier's verdict and score, a
+difficulty router's decision, the final answer of proposers and synthesizers on
+multiple_choice and math tasks) a role decodes it under a JSON schema, reasoning first
+(``agentgraph.roles._constrain``). Param ``constrained``: unset, when the node's backend
+applies JSON schemas (``NodeContext.constraints``); ``true``, always (the call fails on a
+backend that cannot); ``false``, never. The reply is rendered back as the text the
+parsers read ("...\n\nAnswer: B", "Verdict: correct\nScore: 0.9"); a reply that is not
+the object (cut by ``max_tokens``) falls back to the parsers, noted in ``parse_error``.
+
 A role can be unit-tested without a graph, on a :class:`agentgraph.NodeContext` with a
 scripted model::
 

@@ -5,8 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from agentgraph import ChatMessage, GraphValidationError, Message, NodeSpec, Role, TaskKind
+from agentgraph import (
+    ChatMessage,
+    GraphValidationError,
+    Message,
+    NodeSpec,
+    OutputConstraint,
+    Role,
+    TaskKind,
+)
 
+from ._constrain import read_answer
 from ._parse import extract_answer
 from ._prompts import LLMRole, default_prompt
 
@@ -73,25 +82,40 @@ def format_critiques(inputs: Sequence[Message], shown: Sequence[Message]) -> str
 
 
 async def ask(
-    role: Role, ctx: NodeContext, name: LLMRole, variant: str, values: Mapping[str, str]
+    role: Role,
+    ctx: NodeContext,
+    name: LLMRole,
+    variant: str,
+    values: Mapping[str, str],
+    constraint: OutputConstraint | None = None,
 ) -> str:
-    """Render the node's templates (its own, else the task kind's defaults) and call its
-    model once; returns the reply text."""
-    default = default_prompt(name, ctx.task, variant)
+    """Render the node's templates (its own, else the task kind's defaults, asking for the
+    JSON fields when the reply is constrained) and call its model once, under
+    ``constraint`` if given; returns the reply text."""
+    default = default_prompt(name, ctx.task, variant, constrained=constraint is not None)
     spec = role.spec
     system = spec.system if spec.system is not None else default.system
     user = spec.prompt if spec.prompt is not None else default.user
-    done = await ctx.complete(chat(role.render(system, **values), role.render(user, **values)))
+    messages = chat(role.render(system, **values), role.render(user, **values))
+    done = await ctx.complete(messages, constraint=constraint)
     return done.text
 
 
 def answer_message(
-    role: Role, task: TaskKind, text: str, choices: Sequence[str] | None = None
+    role: Role,
+    task: TaskKind,
+    text: str,
+    choices: Sequence[str] | None = None,
+    constraint: OutputConstraint | None = None,
 ) -> Message:
     """The node's message with the answer extracted for ``task`` (a multiple-choice
     answer also by an option's text, given the ``choices``); an unreadable answer falls
-    back to the parser's best guess and is noted in ``Message.parse_error``."""
-    parsed = extract_answer(text, task, choices)
+    back to the parser's best guess and is noted in ``Message.parse_error``. A reply
+    decoded under ``constraint`` is read as its JSON object and rendered back as text."""
+    if constraint is not None:
+        text, parsed = read_answer(text, task, choices, constraint)
+    else:
+        parsed = extract_answer(text, task, choices)
     return Message(
         role.node, role.spec.role, text=text, answer=parsed.value, parse_error=parsed.error
     )

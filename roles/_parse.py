@@ -9,12 +9,14 @@ fallback. A :class:`Parsed` carries the value and, when the format was not found
 
 from __future__ import annotations
 
+import json
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from agentgraph import TaskKind
 from agentgraph._scoring import boxed_contents, match_option
@@ -27,6 +29,7 @@ __all__ = [
     "extract_answer",
     "normalize_answer",
     "parse_choice",
+    "parse_json_reply",
     "parse_verdict",
 ]
 
@@ -413,3 +416,53 @@ def parse_choice(text: str, options: Sequence[str], default: str) -> Parsed[str]
     listed = " or ".join(repr(o) for o in options)
     why = "ambiguous" if mentioned else "no option"
     return Parsed(default, _expected(f"one of {listed} ({why})", text))
+
+
+# ------------------------------------------------------------------ constrained replies
+
+
+def _fits(value: Any, schema: Mapping[str, Any]) -> bool:
+    """Whether ``value`` fits one property schema of the kinds the roles write (``enum``,
+    ``string`` with ``maxLength``, ``number`` with bounds); the roles' own schemas only,
+    so that the package needs no JSON-schema library at run time."""
+    if "enum" in schema:
+        return value in schema["enum"]
+    kind = schema.get("type")
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "number":
+        # Bounds are checked by the caller: a score of 1.2 is clamped, not thrown away.
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    return True
+
+
+def parse_json_reply(text: str, schema: Mapping[str, Any]) -> Parsed[dict[str, Any] | None]:
+    """The object of a reply decoded under the JSON ``schema`` (an object schema with
+    ``properties`` and ``required``), or None with an ``error`` when the reply is not such
+    an object: cut short by ``max_tokens``, or from a backend that did not apply the
+    constraint. Text around the object (a code fence) is tolerated."""
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        return Parsed(None, _expected("a JSON object", text))
+    try:
+        value = json.loads(text[start : end + 1])
+    except ValueError as exc:
+        why = str(exc).split(":", 1)[0]
+        return Parsed(None, _expected(f"a complete JSON object ({why})", text))
+    if not isinstance(value, dict):
+        return Parsed(None, _expected("a JSON object", text))
+    properties: Mapping[str, Any] = schema.get("properties", {})
+    for name in schema.get("required", ()):
+        if name not in value:
+            return Parsed(None, _expected(f"a JSON object with the field {name!r}", text))
+        if not _fits(value[name], properties.get(name, {})):
+            allowed = properties.get(name, {})
+            what = (
+                "one of " + ", ".join(repr(v) for v in allowed["enum"])
+                if "enum" in allowed
+                else f"a {allowed.get('type', 'value')}"
+            )
+            return Parsed(None, _expected(f"{name!r} to be {what}", text))
+    return Parsed(value)

@@ -3,6 +3,10 @@
 Written for small local models: short, one instruction per sentence, and the output
 format stated last in the system prompt, right before the question. A node's
 ``prompt``/``system`` in YAML replaces these; ``system: ""`` sends no system message.
+
+When a role constrains its reply to a JSON object (see ``_constrain``), the default
+system prompt names the object's fields instead of the text format, in the order the
+schema fixes them: a model told one format and forced into another writes worse answers.
 """
 
 from __future__ import annotations
@@ -28,6 +32,18 @@ _FORMAT: dict[TaskKind, str] = {
     "multiple_choice": "Give the letter of the correct option on a last line 'Answer: <letter>'.",
     "code": "Reply with a single fenced Python code block: ```python ... ```.",
     "text": "Answer clearly and briefly.",
+}
+
+# Only the tasks whose answers are constrained (answer_schema in _constrain).
+_JSON_FORMAT: dict[TaskKind, str] = {
+    "math": (
+        'Reply with a JSON object: "reasoning" (your brief working) first, then "answer" '
+        "(the exact final answer, a number)."
+    ),
+    "multiple_choice": (
+        'Reply with a JSON object: "reasoning" (brief) first, then "answer" (the letter of '
+        "the correct option)."
+    ),
 }
 
 _SOLVER: dict[TaskKind, str] = {
@@ -74,8 +90,12 @@ def _shown(task: TaskKind) -> str:
     return "Proposed answer: {answer}"
 
 
-def _proposer(task: TaskKind, variant: str) -> Prompt:
-    system = f"{_SOLVER[task]} {_FORMAT[task]}"
+def _format(task: TaskKind, constrained: bool) -> str:
+    return _JSON_FORMAT.get(task, _FORMAT[task]) if constrained else _FORMAT[task]
+
+
+def _proposer(task: TaskKind, variant: str, constrained: bool) -> Prompt:
+    system = f"{_SOLVER[task]} {_format(task, constrained)}"
     if variant == "context":
         return Prompt(system, "{question}\n\nOther answers to consider:\n{context}")
     if variant == "revise":
@@ -87,7 +107,7 @@ def _proposer(task: TaskKind, variant: str) -> Prompt:
     return Prompt(system, "{question}")
 
 
-def _critic(task: TaskKind, variant: str) -> Prompt:
+def _critic(task: TaskKind, variant: str, constrained: bool) -> Prompt:
     system = (
         f"You review answers and point out mistakes. Be brief and specific. {_CRITIC_FOCUS[task]}"
     )
@@ -98,19 +118,22 @@ def _critic(task: TaskKind, variant: str) -> Prompt:
     return Prompt(system, user)
 
 
-def _verifier(task: TaskKind, variant: str) -> Prompt:
-    system = (
-        f"You check whether an answer is correct. {_VERIFIER_FOCUS[task]} "
-        "Reply with two lines:\nVerdict: correct or incorrect\n"
+def _verifier(task: TaskKind, variant: str, constrained: bool) -> Prompt:
+    reply = (
+        'Reply with a JSON object: "reasoning" (brief) first, then "verdict" ("correct" or '
+        '"incorrect") and "score" (a number from 0 to 1: how likely the answer is correct).'
+        if constrained
+        else "Reply with two lines:\nVerdict: correct or incorrect\n"
         "Score: <a number from 0 to 1: how likely the answer is correct>"
     )
+    system = f"You check whether an answer is correct. {_VERIFIER_FOCUS[task]} {reply}"
     return Prompt(system, f"Question: {{question}}\n\n{_shown(task)}\n\nIs it correct?")
 
 
-def _synthesizer(task: TaskKind, variant: str) -> Prompt:
+def _synthesizer(task: TaskKind, variant: str, constrained: bool) -> Prompt:
     system = (
         "You combine the answers of several assistants into one final answer. Prefer the "
-        f"best-supported answer and fix mistakes you can see. {_FORMAT[task]}"
+        f"best-supported answer and fix mistakes you can see. {_format(task, constrained)}"
     )
     critiques = "\n\nCritiques:\n{critiques}" if variant == "critiques" else ""
     user = (
@@ -120,10 +143,15 @@ def _synthesizer(task: TaskKind, variant: str) -> Prompt:
     return Prompt(system, user)
 
 
-def _router(task: TaskKind, variant: str) -> Prompt:
+def _router(task: TaskKind, variant: str, constrained: bool) -> Prompt:
+    reply = (
+        # Doubled braces: the system prompt is a template, rendered with str.format.
+        'Reply with a JSON object: {{"decision": "easy"}} or {{"decision": "hard"}}.'
+        if constrained
+        else "Reply with one word: easy or hard."
+    )
     system = (
-        "You judge how hard a question is for a small language model. "
-        f"{_DIFFICULTY[task]} Reply with one word: easy or hard."
+        f"You judge how hard a question is for a small language model. {_DIFFICULTY[task]} {reply}"
     )
     return Prompt(system, "Question: {question}\n\nIs this question easy or hard?")
 
@@ -137,9 +165,13 @@ _BUILDERS = {
 }
 
 
-def default_prompt(role: LLMRole, task: TaskKind, variant: str = "plain") -> Prompt:
-    """The default system and user templates of ``role`` for ``task``."""
+def default_prompt(
+    role: LLMRole, task: TaskKind, variant: str = "plain", *, constrained: bool = False
+) -> Prompt:
+    """The default system and user templates of ``role`` for ``task``; ``constrained``:
+    the reply is decoded under the role's JSON schema, so the system prompt asks for its
+    fields (roles and tasks without a schema keep their text format)."""
     if variant not in VARIANTS[role]:
         valid = ", ".join(repr(v) for v in VARIANTS[role])
         raise ValueError(f"unknown prompt variant {variant!r} for {role!r}; valid: {valid}")
-    return _BUILDERS[role](task, variant)
+    return _BUILDERS[role](task, variant, constrained)

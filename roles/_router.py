@@ -9,6 +9,7 @@ from agentgraph import GraphValidationError, Message, NodeContext, NodeSpec, Rol
 from agentgraph._errors import did_you_mean
 
 from ._common import ask, candidates, origin, reject_prompts, require_inputs, score_of
+from ._constrain import choice_schema, read_choice, use_constraint
 from ._parse import parse_choice
 
 Mode = Literal["score", "difficulty"]
@@ -24,6 +25,7 @@ class RouterParams(pydantic.BaseModel):
     fail: tuple[str, ...] = ()
     easy: tuple[str, ...] = ()
     hard: tuple[str, ...] = ()
+    constrained: bool | None = None
 
     def targets(self, outcome: str) -> tuple[str, ...]:
         return self.pass_ if outcome == "pass" else tuple(getattr(self, outcome))
@@ -37,7 +39,9 @@ class Router(Role):
     ``score`` is the score it compared and ``data["threshold"]`` the threshold. With no
     score among its inputs it counts 0 (``score`` stays None, ``parse_error`` says why).
     ``mode: difficulty`` (needs ``model``): asks the model whether the question is easy or
-    hard and activates ``easy`` or ``hard``; an unreadable reply counts as hard.
+    hard and activates ``easy`` or ``hard``; an unreadable reply counts as hard. Its reply
+    is constrained to ``{"decision": "easy" | "hard"}`` (param ``constrained``, see
+    ``agentgraph.roles``); the message's ``text`` is then the decision.
     The message passes on the best-scored (or first) input answer (``candidate``), with
     ``decision`` (the outcome) and ``routes`` set. Every successor must be listed under an
     outcome, or it could never run.
@@ -60,7 +64,7 @@ class Router(Role):
     def _check_mode(self) -> None:
         mode, spec = self.routing.mode, self.spec
         outcomes = _OUTCOMES[mode]
-        takes = ("threshold", *outcomes) if mode == "score" else outcomes
+        takes = ("threshold", *outcomes) if mode == "score" else (*outcomes, "constrained")
         foreign = [k for k in spec.params if k not in ("mode", *takes)]
         if foreign:
             raise self._error(
@@ -139,8 +143,15 @@ class Router(Role):
             )
             data["threshold"] = self.routing.threshold
         else:
-            text = await ask(self, ctx, "router", "plain", {"question": ctx.question})
-            parsed = parse_choice(text, ("easy", "hard"), default="hard")
+            options = _OUTCOMES["difficulty"]
+            values = {"question": ctx.question}
+            if use_constraint(self, ctx):
+                constraint = choice_schema(options)
+                reply = await ask(self, ctx, "router", "plain", values, constraint)
+                text, parsed = read_choice(reply, options, "hard", constraint)
+            else:
+                text = await ask(self, ctx, "router", "plain", values)
+                parsed = parse_choice(text, options, default="hard")
             decision, error = parsed.value, parsed.error
         return Message(
             self.node,

@@ -6,13 +6,16 @@ from typing import ClassVar
 from agentgraph import Message, NodeContext, Role
 
 from ._common import answer_message, ask, candidates, format_answers, format_critiques
+from ._constrain import ConstrainedParams, answer_schema, use_constraint
 
 
 class Synthesizer(Role):
     """Reads the candidate answers of its inputs (failed ones left out) and the critiques
-    of critic inputs, and writes one final answer."""
+    of critic inputs, and writes one final answer, constrained on multiple-choice and math
+    tasks as a proposer's is."""
 
     placeholders: ClassVar[frozenset[str]] = frozenset({"question", "candidates", "critiques"})
+    Params = ConstrainedParams
 
     async def run(self, ctx: NodeContext, inputs: Sequence[Message]) -> Message:
         shown = candidates(inputs)
@@ -22,5 +25,11 @@ class Synthesizer(Role):
             "candidates": format_answers(shown, ctx.task),
             "critiques": critiques,
         }
-        text = await ask(self, ctx, "synthesizer", "critiques" if critiques else "plain", values)
-        return answer_message(self, ctx.task, text, ctx.choices)
+        constraint = (
+            answer_schema(ctx.task, ctx.choices, ctx.sampling)
+            if use_constraint(self, ctx)
+            else None
+        )
+        variant = "critiques" if critiques else "plain"
+        text = await ask(self, ctx, "synthesizer", variant, values, constraint)
+        return answer_message(self, ctx.task, text, ctx.choices, constraint)

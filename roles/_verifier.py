@@ -6,6 +6,7 @@ from typing import ClassVar
 from agentgraph import Message, NodeContext, NodeSpec, Role
 
 from ._common import ask, origin, require_candidates, require_inputs
+from ._constrain import ConstrainedParams, read_verdict, use_constraint, verdict_schema
 from ._parse import parse_verdict
 
 
@@ -13,9 +14,12 @@ class Verifier(Role):
     """Judges the answer of its first successful input and passes it on: ``answer`` is
     the candidate's, ``verdict`` (bool) and ``score`` (float in [0, 1]) the judgement,
     ``candidate`` the judged node. An unreadable reply counts as "incorrect", score 0,
-    with ``parse_error`` set."""
+    with ``parse_error`` set. The reply is constrained to ``{"reasoning", "verdict",
+    "score"}`` (param ``constrained``, see ``agentgraph.roles``) and its ``text`` reads
+    "<reasoning>\nVerdict: correct\nScore: 0.9"."""
 
     placeholders: ClassVar[frozenset[str]] = frozenset({"question", "answer", "response"})
+    Params = ConstrainedParams
 
     def __init__(self, node: str, spec: NodeSpec) -> None:
         super().__init__(node, spec)
@@ -28,8 +32,13 @@ class Verifier(Role):
             "answer": target.content.strip(),
             "response": target.text.strip(),
         }
-        text = await ask(self, ctx, "verifier", "plain", values)
-        parsed = parse_verdict(text)
+        if use_constraint(self, ctx):
+            constraint = verdict_schema(ctx.sampling)
+            reply = await ask(self, ctx, "verifier", "plain", values, constraint)
+            text, parsed = read_verdict(reply, constraint)
+        else:
+            text = await ask(self, ctx, "verifier", "plain", values)
+            parsed = parse_verdict(text)
         return Message(
             self.node,
             self.spec.role,

@@ -14,6 +14,7 @@ from agentgraph.roles._parse import (
     extract_answer,
     normalize_answer,
     parse_choice,
+    parse_json_reply,
     parse_verdict,
 )
 from hypothesis import given, settings
@@ -385,6 +386,60 @@ def test_parsers_never_raise(text: str, task: str) -> None:
     judged = parse_verdict(text)
     assert 0.0 <= judged.value.score <= 1.0
     assert parse_choice(text, ("easy", "hard"), "hard").value in ("easy", "hard")
+
+
+# ------------------------------------------------------------------ constrained replies
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string", "maxLength": 40},
+        "answer": {"enum": ["A", "B", "C"]},
+        "score": {"type": "number"},
+    },
+    "required": ["reasoning", "answer", "score"],
+}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"reasoning": "B is bigger", "answer": "B", "score": 0.5}',
+        ' \n{"reasoning":"B is bigger","answer":"B","score":0.5}\n',
+        '```json\n{"reasoning": "B is bigger", "answer": "B", "score": 0.5}\n```',
+    ],
+)
+def test_json_replies_are_read(text: str) -> None:
+    parsed = parse_json_reply(text, ANSWER_SCHEMA)
+    assert parsed.error is None
+    assert parsed.value == {"reasoning": "B is bigger", "answer": "B", "score": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('{"reasoning": "B is bigger because', "expected a JSON object; saw"),
+        ('{"reasoning": "x"} {"answer": "B"}', "expected a complete JSON object (Extra data)"),
+        ("[1, 2]", "expected a JSON object; saw"),
+        ('{"reasoning": "x", "answer": "B"}', "expected a JSON object with the field 'score'"),
+        (
+            '{"reasoning": "x", "answer": "D", "score": 1}',
+            "expected 'answer' to be one of 'A', 'B', 'C'",
+        ),
+        ('{"reasoning": "x", "answer": "B", "score": true}', "expected 'score' to be a number"),
+        ('{"reasoning": 3, "answer": "B", "score": 1}', "expected 'reasoning' to be a string"),
+    ],
+)
+def test_json_replies_that_are_not_the_object_asked_for(text: str, error: str) -> None:
+    parsed = parse_json_reply(text, ANSWER_SCHEMA)
+    assert parsed.value is None
+    assert parsed.error is not None and parsed.error.startswith(error)
+
+
+@given(st.text())
+def test_json_reading_never_raises(text: str) -> None:
+    parsed = parse_json_reply(text, ANSWER_SCHEMA)
+    assert (parsed.value is None) == (parsed.error is not None)
 
 
 @given(st.text(alphabet=string.printable), st.sampled_from(["math", "text"]))

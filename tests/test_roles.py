@@ -105,13 +105,15 @@ async def test_default_prompts_and_parsing_follow_the_graph_task(
     assert typed(msg(result, "p")) == {}
 
 
+@pytest.mark.parametrize("constrained", [False, True])
 @pytest.mark.parametrize("role", sorted(VARIANTS))
-def test_default_prompts_use_only_their_roles_placeholders(role: str) -> None:
+def test_default_prompts_use_only_their_roles_placeholders(role: str, constrained: bool) -> None:
     cls = _registry.roles.get(role)
     assert cls is not None
     for task in TASKS:
         for variant in VARIANTS[role]:  # type: ignore[index]
-            prompt = default_prompt(role, task, variant)  # type: ignore[arg-type]
+            kind: ag.TaskKind = task  # type: ignore[assignment]
+            prompt = default_prompt(role, kind, variant, constrained=constrained)  # type: ignore[arg-type]
             for template in (prompt.system, prompt.user):
                 fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
                 assert fields <= cls.placeholders, (role, task, variant)
