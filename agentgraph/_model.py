@@ -64,8 +64,7 @@ class OutputConstraint:
         if self.grammar is not None:
             if not isinstance(self.grammar, str) or not self.grammar.strip():
                 raise ValueError(
-                    "OutputConstraint grammar must be a non-empty GBNF text, got "
-                    f"{self.grammar!r}"
+                    f"OutputConstraint grammar must be a non-empty GBNF text, got {self.grammar!r}"
                 )
             canonical = self.grammar
         else:
@@ -80,8 +79,7 @@ class OutputConstraint:
                 )
             except (TypeError, ValueError) as exc:
                 raise ValueError(
-                    f"OutputConstraint json_schema is not plain JSON ({exc}): "
-                    f"{self.json_schema!r}"
+                    f"OutputConstraint json_schema is not plain JSON ({exc}): {self.json_schema!r}"
                 ) from None
         object.__setattr__(self, "_canonical", canonical)
 

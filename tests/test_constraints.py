@@ -65,6 +65,10 @@ def test_constraint_needs_exactly_one_kind() -> None:
         ag.OutputConstraint(json_schema=SCHEMA, grammar='root ::= "A"')
     with pytest.raises(ValueError, match="must be a mapping"):
         ag.OutputConstraint(json_schema=["not", "a", "schema"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="grammar must be a non-empty GBNF text, got ' '"):
+        ag.OutputConstraint(grammar=" ")
+    with pytest.raises(ValueError, match="json_schema is not plain JSON"):
+        ag.OutputConstraint(json_schema={"maximum": float("nan")})
     assert ag.OutputConstraint(json_schema=SCHEMA).kind == "json_schema"
     assert ag.OutputConstraint(grammar='root ::= "A"').kind == "grammar"
 
@@ -92,14 +96,18 @@ class SchemaBackend(ag.BackendBase):
         *,
         constraints: frozenset[str] = frozenset({"json_schema"}),
         cut: bool = False,
+        latency_s: float = 0.0,
     ) -> None:
         super().__init__("schema:test", slots=8, constraints=constraints)
         self._replies = replies if callable(replies) else (lambda _r, text=replies: text)
         self._cut = cut
+        self._latency = latency_s
         self.calls: list[ag.CompletionRequest] = []
 
     async def complete(self, request: ag.CompletionRequest) -> ag.Completion:
         self.calls.append(request)
+        if self._latency:
+            await asyncio.sleep(self._latency)
         text = self._replies(request)
         constraint = request.constraint
         if constraint is not None and not self._cut:
@@ -166,6 +174,34 @@ async def test_the_constraint_reaches_the_backend_the_trace_and_the_cache(
     other = await plain.arun("q")
     assert not other.trace.records[0].cached and backend.calls[-1].constraint is None
     assert other.trace.records[0].request.key() != record.request.key()
+
+
+async def test_repeats_are_counted_per_constraint_and_in_flight_calls_shared(
+    tmp_path: Path,
+) -> None:
+    ag.register_role("ask", Ask)
+    backend = SchemaBackend('{"answer": "A"}')
+    nodes = {
+        "c1": ag.NodeSpec(role="ask", model="m", params={"kind": "json_schema"}),
+        "c2": ag.NodeSpec(role="ask", model="m", params={"kind": "json_schema"}),
+        "plain": ag.NodeSpec(role="ask", model="m"),
+        "out": ag.NodeSpec(role="select", inputs=("c1", "c2", "plain")),
+    }
+    spec = ag.GraphSpec(models={"m": ag.ModelSpec(backend="scripted")}, nodes=nodes, output="out")
+    result = await ag.Graph(spec, backends={"m": backend}).arun("q")
+    indexes = {
+        r.node: (r.request.sample_index, r.request.constraint is not None) for r in result.trace
+    }
+    # Two equal constrained calls are two samples; the unconstrained one is another call.
+    assert sorted(indexes.values()) == [(0, False), (0, True), (1, True)]
+
+    # Across runs sharing a cache, the same constrained calls in flight run once.
+    slow = SchemaBackend('{"answer": "A"}', latency_s=0.05)
+    cache = ag.CallCache(tmp_path / "calls.sqlite")
+    graph = ag.Graph(one_node(slow, kind="json_schema").spec, backends={"m": slow}, cache=cache)
+    first, second = await asyncio.gather(graph.arun("q"), graph.arun("q"))
+    assert first.ok and second.ok and len(slow.calls) == 1
+    assert sorted(r.trace.records[0].cached for r in (first, second)) == [False, True]
 
 
 async def test_a_constraint_the_backend_cannot_apply_fails_the_node_naming_it() -> None:
