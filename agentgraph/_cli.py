@@ -1,13 +1,16 @@
 """The ``agentgraph`` command line.
 
 agentgraph run GRAPH.yaml "question" [--timeout S] [--trace FILE] [--json]
-               [--cache FILE | --replay FILE]
+               [--cache FILE | --replay FILE] [--rebuild-cache]
 agentgraph eval GRAPH.yaml [GRAPH.yaml ...] --tasks SET [--budget K=V,...] [--out FILE] ...
 agentgraph tune SPACE.yaml --tasks SET [--test SET] [--searcher reinforce|random|grid|tpe] ...
 agentgraph estimate GRAPH.yaml ["question"] [--profiles FILE]
 agentgraph profile GRAPH.yaml|MODEL.gguf [--model NAME] [--repeats N] [--profiles FILE]
 agentgraph show GRAPH.yaml [--yaml]
 agentgraph schema
+
+A bad invocation exits with status 2 and one line on stderr, before anything runs or is
+written: arguments, input files and the folders of output files are all checked first.
 """
 
 from __future__ import annotations
@@ -15,12 +18,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
-from ._cache import CallCache
+import pydantic
+import yaml
+
+from ._cache import CacheMode, CallCache
 from ._errors import AgentGraphError, GraphValidationError, TaskError
 from ._estimate import ProfileStore, ameasure_profile
 from ._evaluate import TaskOutcome
@@ -28,42 +36,78 @@ from ._graph import load
 from ._model import ModelBackend
 from ._registry import backends as backend_registry
 from ._result import NodeResult, RunResult
-from ._spec import Budget, ModelSpec
+from ._spec import Budget, LatencyProfile, ModelSpec
 from ._yaml import load_spec
 
-__all__ = ["main"]
+__all__ = [
+    "cache_arguments",
+    "count",
+    "input_file",
+    "main",
+    "open_cache",
+    "output_dir",
+    "output_file",
+    "seconds",
+]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line: the usage block argparse prints first would bury the one that matters.
+        text = " ".join(message.split())
+        self.exit(2, f"agentgraph: error: {text} (see: {self.prog} --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="agentgraph", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="agentgraph", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="run a graph on one question")
-    p_run.add_argument("graph", help="graph YAML file")
+    p_run.add_argument("graph", type=input_file("graph file"), help="graph YAML file")
     p_run.add_argument("question")
-    p_run.add_argument("--timeout", type=float, default=None, help="limit for the whole run (s)")
-    p_run.add_argument("--trace", metavar="FILE", help="write the call trace as JSON lines")
+    p_run.add_argument("--timeout", type=seconds, default=None, help="limit for the whole run (s)")
+    p_run.add_argument(
+        "--trace",
+        metavar="FILE",
+        type=output_file("trace file"),
+        help="write the call trace as JSON lines",
+    )
     p_run.add_argument("--json", action="store_true", help="print the result as JSON")
     cache = p_run.add_mutually_exclusive_group()
-    cache.add_argument("--cache", metavar="FILE", help="SQLite call cache to read and fill")
-    cache.add_argument("--replay", metavar="FILE", help="answer only from this call cache")
+    cache_arguments(p_run, group=cache)
+    cache.add_argument(
+        "--replay",
+        metavar="FILE",
+        type=input_file("replay cache"),
+        help="answer only from this call cache (a miss fails the node)",
+    )
     _add_eval_parser(sub)
     p_est = sub.add_parser("estimate", help="dry-run estimate of tokens, cost and latency")
-    p_est.add_argument("graph")
+    p_est.add_argument("graph", type=input_file("graph file"))
     p_est.add_argument("question", nargs="?", default="")
-    p_est.add_argument("--profiles", metavar="FILE", help="latency profile store")
+    p_est.add_argument(
+        "--profiles", metavar="FILE", type=_profiles_in, help="latency profile store"
+    )
     p_prof = sub.add_parser("profile", help="measure and store the latency profile of models")
-    p_prof.add_argument("target", help="a graph file, or a GGUF model path or pkg: reference")
+    p_prof.add_argument(
+        "target", type=_profile_target, help="a graph file, or a GGUF model path or pkg: reference"
+    )
     p_prof.add_argument("--model", action="append", help="only this model (repeatable)")
-    p_prof.add_argument("--repeats", type=int, default=2)
-    p_prof.add_argument("--profiles", metavar="FILE", help="latency profile store")
+    p_prof.add_argument("--repeats", type=count(1), default=2, help="runs of each probe (>= 1)")
+    p_prof.add_argument(
+        "--profiles", metavar="FILE", type=_profiles_out, help="latency profile store"
+    )
     p_show = sub.add_parser("show", help="validate a graph and print its structure")
-    p_show.add_argument("graph")
+    p_show.add_argument("graph", type=input_file("graph file"))
     p_show.add_argument("--yaml", action="store_true", help="print the normalized YAML")
     sub.add_parser("schema", help="print the JSON Schema of graph files")
     plugins = _plugin_commands()
     for command in plugins.values():
         command.configure(sub.add_parser(command.name, help=command.help))
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+        _check_defaults(parser, args)
+    except SystemExit as exc:  # argparse's exit: a bad invocation (2), or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.command == "run":
             return _run(args)
@@ -81,17 +125,228 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(schema_json())
         return 0
-    except AgentGraphError as exc:
-        print(f"agentgraph: error: {exc}", file=sys.stderr)
+    except (AgentGraphError, OSError) as exc:
+        # OSError: a file that changed under us after the checks (a disk filling up, a
+        # folder removed); its message names the file.
+        print(f"agentgraph: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 
+def _check_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks that need more than one argument, or a default that is not on the line."""
+
+    def error(message: str) -> NoReturn:
+        parser.exit(2, f"agentgraph: error: {message} (see: agentgraph {args.command} --help)\n")
+
+    if getattr(args, "rebuild_cache", False) and not (
+        getattr(args, "cache", None) or getattr(args, "replay", None)
+    ):
+        error("--rebuild-cache applies to the cache of --cache FILE, and none is given")
+    if args.command in ("estimate", "profile") and args.profiles is None:
+        default = str(ProfileStore().path)
+        problem = _profiles_problem(default, must_exist=False, output=args.command == "profile")
+        if problem is not None:
+            error(
+                f"default profile store {default!r} {problem}; "
+                "choose another with --profiles FILE or $AGENTGRAPH_PROFILES"
+            )
+
+
+# Argument types: a bad value is refused while the command line is read, before any
+# model loads or file is written.
+
+
+def seconds(text: str) -> float:
+    """A time limit: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a usable time limit; give a finite number of seconds > 0"
+        )
+    return value
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """A whole number >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is too small; give a number >= {minimum}")
+        return value
+
+    return parse
+
+
+def _unreadable(path: str) -> str | None:
+    p = Path(path)
+    if not p.exists():
+        return "does not exist"
+    if p.is_dir():
+        return "is a directory, not a file"
+    if not os.access(p, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
+
+
+def _unwritable(path: str) -> str | None:
+    p = Path(path)
+    if p.is_dir():
+        return "is a directory; give the path of a file in it"
+    folder = p.parent
+    if not folder.exists():
+        return f"cannot be written: folder {str(folder)!r} does not exist"
+    if not folder.is_dir():
+        return f"cannot be written: {str(folder)!r} is not a folder"
+    if not os.access(p if p.exists() else folder, os.W_OK):
+        return "cannot be written (permission denied)"
+    return None
+
+
+def input_file(what: str) -> Callable[[str], str]:
+    """An existing, readable file (``what`` names it in errors)."""
+
+    def parse(text: str) -> str:
+        problem = _unreadable(text)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{what} {text!r} {problem}")
+        return text
+
+    return parse
+
+
+def output_file(what: str) -> Callable[[str], str]:
+    """A file that can be written (or created) in an existing folder: checked before a run,
+    so its result is never lost to a path that could not have held it."""
+
+    def parse(text: str) -> str:
+        problem = _unwritable(text)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{what} {text!r} {problem}")
+        return text
+
+    return parse
+
+
+def output_dir(what: str) -> Callable[[str], str]:
+    """A folder that exists, or can be made in an existing folder."""
+
+    def parse(text: str) -> str:
+        p = Path(text)
+        if p.exists() and not p.is_dir():
+            raise argparse.ArgumentTypeError(f"{what} {text!r} is a file, not a folder")
+        if not p.exists() and not p.parent.is_dir():
+            raise argparse.ArgumentTypeError(
+                f"{what} {text!r} cannot be made: folder {str(p.parent)!r} does not exist"
+            )
+        if not os.access(p if p.exists() else p.parent, os.W_OK):
+            raise argparse.ArgumentTypeError(
+                f"{what} {text!r} cannot be written (permission denied)"
+            )
+        return text
+
+    return parse
+
+
+def cache_arguments(parser: argparse.ArgumentParser, *, group: Any = None) -> None:
+    """``--cache FILE`` and ``--rebuild-cache``, as every command that runs graphs takes them."""
+    (group or parser).add_argument(
+        "--cache",
+        metavar="FILE",
+        type=output_file("call cache"),
+        help="SQLite call cache to read and fill",
+    )
+    parser.add_argument(
+        "--rebuild-cache",
+        action="store_true",
+        help="if the cache file is damaged or not a cache, set it aside as "
+        "FILE.damaged-N and start a fresh one (default: stop with an error)",
+    )
+
+
+def open_cache(
+    path: str | None, *, mode: CacheMode = "read_write", rebuild: bool
+) -> CallCache | None:
+    return CallCache(path, mode=mode, rebuild=rebuild) if path else None
+
+
+def _profile_target(text: str) -> str:
+    if text.startswith("pkg:"):
+        return text
+    what = "graph file" if text.endswith((".yaml", ".yml")) else "model file"
+    return input_file(what)(text)
+
+
+def _profiles_problem(path: str, *, must_exist: bool, output: bool) -> str | None:
+    """What is wrong with a latency profile store, or None."""
+    if not Path(path).exists() and not must_exist:
+        return _unwritable(path) if output else None
+    problem = _unreadable(path) or (_unwritable(path) if output else None)
+    if problem is not None:
+        return problem
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        return "is not a text file (UTF-8)"
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return f"is not valid YAML{where}: {exc.problem or exc.context}"
+    except (yaml.YAMLError, ValueError, KeyError, RecursionError) as exc:
+        # PyYAML raises more than YAMLError for bad values (dates, !!int, deep nesting).
+        return f"is not valid YAML: {type(exc).__name__}: {exc}"
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        return f"holds a {type(data).__name__}, not a mapping of backend ids to profiles"
+    for key, entry in data.items():
+        if not entry:
+            continue
+        try:
+            LatencyProfile.model_validate(entry)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or "(entry)"
+            return f"holds a bad profile {key!r}: {field}: {err['msg']}"
+    return None
+
+
+def _profiles_in(text: str) -> str:
+    problem = _profiles_problem(text, must_exist=True, output=False)
+    if problem is not None:
+        hint = " (write one with: agentgraph profile GRAPH --profiles FILE)"
+        raise argparse.ArgumentTypeError(
+            f"profile store {text!r} {problem}" + (hint if problem == "does not exist" else "")
+        )
+    return text
+
+
+def _profiles_out(text: str) -> str:
+    problem = _profiles_problem(text, must_exist=False, output=True)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"profile store {text!r} {problem}")
+    return text
+
+
 def _run(args: argparse.Namespace) -> int:
-    cache = None
-    if args.cache or args.replay:
-        cache = CallCache(args.cache or args.replay, mode="replay" if args.replay else "read_write")
-    graph = load(args.graph, cache=cache)
-    result = graph.run(args.question, timeout_s=args.timeout)
+    graph = load(args.graph)
+    # Opened once the graph is known to be good: a refused command leaves no new file.
+    graph.cache = cache = open_cache(
+        args.cache or args.replay,
+        mode="replay" if args.replay else "read_write",
+        rebuild=args.rebuild_cache,
+    )
+    try:
+        result = graph.run(args.question, timeout_s=args.timeout)
+    finally:
+        if cache is not None:
+            cache.close()  # folds the write-ahead log back into the one file
     if args.trace:
         result.trace.to_jsonl(args.trace)
     if args.json:
@@ -136,7 +391,9 @@ def _add_eval_parser(sub: Any) -> None:
         "graphs, their paired differences against the first. Results are appended to --out "
         "as tasks finish: the same command run again skips the finished tasks.",
     )
-    p.add_argument("graphs", nargs="+", metavar="GRAPH", help="graph YAML files")
+    p.add_argument(
+        "graphs", nargs="+", metavar="GRAPH", type=input_file("graph file"), help="graph YAML files"
+    )
     p.add_argument(
         "--tasks",
         required=True,
@@ -164,18 +421,26 @@ def _add_eval_parser(sub: Any) -> None:
         metavar="K=V,...",
         help="budget per task: tokens=N, cost_usd=X, latency_s=S (a task over it scores 0)",
     )
-    p.add_argument("--timeout", type=float, default=None, help="time limit per task (s)")
+    p.add_argument("--timeout", type=seconds, default=None, help="time limit per task (s)")
     p.add_argument(
         "--concurrency",
-        type=int,
+        type=count(1),
         default=None,
         help="tasks run at once (default: the slots of the graph's scarcest model)",
     )
-    p.add_argument("--cache", metavar="FILE", help="SQLite call cache to read and fill")
+    cache_arguments(p)
     p.add_argument(
-        "--out", metavar="FILE", help="results, one JSON line per task and graph (resumable)"
+        "--out",
+        metavar="FILE",
+        type=output_file("results file"),
+        help="results, one JSON line per task and graph (resumable)",
     )
-    p.add_argument("--trace", metavar="FILE", help="append every model call as a JSON line")
+    p.add_argument(
+        "--trace",
+        metavar="FILE",
+        type=output_file("trace file"),
+        help="append every model call as a JSON line",
+    )
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap intervals")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -197,6 +462,8 @@ def _parse_budget(text: str | None) -> Budget | None:
             values[key] = float(value)
         except ValueError:
             raise TaskError(f"bad --budget value {value!r} for {key}: not a number") from None
+        if not math.isfinite(values[key]):  # the Budget's own checks say which range
+            raise TaskError(f"bad --budget value {value!r} for {key}: give a finite number")
     try:
         return Budget.model_validate(values)
     except ValueError as exc:
@@ -215,28 +482,35 @@ async def _eval(args: argparse.Namespace) -> int:
         fields[key.strip()] = column.strip()
     tasks = load_tasks(args.tasks, fields=fields or None, kind=args.kind)
     budget = _parse_budget(args.budget)
-    cache = CallCache(args.cache) if args.cache else None
-    graphs = [load(path, cache=cache) for path in args.graphs]
-    labels = _labels(args.graphs)
-    reports = []
-    with _EvalProgress(disable=args.no_progress or not sys.stderr.isatty()) as progress:
-        for label, graph in zip(labels, graphs, strict=True):
-            try:
-                reports.append(
-                    await graph.aevaluate(
-                        tasks,
-                        label=label,
-                        budget=budget,
-                        timeout_s=args.timeout,
-                        concurrency=args.concurrency,
-                        out=args.out,
-                        trace=args.trace,
-                        on_outcome=progress.track(label, len(tasks)),
-                        seed=args.seed,
+    graphs = [load(path) for path in args.graphs]
+    # Opened once the graphs are known to be good: a refused command leaves no new file.
+    cache = open_cache(args.cache, rebuild=args.rebuild_cache)
+    for graph in graphs:
+        graph.cache = cache
+    try:
+        labels = _labels(args.graphs)
+        reports = []
+        with _EvalProgress(disable=args.no_progress or not sys.stderr.isatty()) as progress:
+            for label, graph in zip(labels, graphs, strict=True):
+                try:
+                    reports.append(
+                        await graph.aevaluate(
+                            tasks,
+                            label=label,
+                            budget=budget,
+                            timeout_s=args.timeout,
+                            concurrency=args.concurrency,
+                            out=args.out,
+                            trace=args.trace,
+                            on_outcome=progress.track(label, len(tasks)),
+                            seed=args.seed,
+                        )
                     )
-                )
-            finally:
-                await graph.aclose()
+                finally:
+                    await graph.aclose()
+    finally:
+        if cache is not None:
+            cache.close()
     comparisons = [compare(reports[0], r, seed=args.seed) for r in reports[1:]]
     if args.json:
         data = {

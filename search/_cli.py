@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from agentgraph import CallCache, TaskSet, dumps_spec, load_tasks
+from agentgraph._cli import (
+    cache_arguments,
+    count,
+    input_file,
+    open_cache,
+    output_dir,
+    output_file,
+    seconds,
+)
 
 from ._agent import AgentReinforce, feedback_from_model
 from ._objective import Objective, SearchBudget, SearchError
@@ -42,7 +51,7 @@ class _Tune:
             "sample and evaluation is stored as it happens: the same command with --resume "
             "continues it."
         )
-        p.add_argument("space", help="search space YAML file")
+        p.add_argument("space", type=input_file("space file"), help="search space YAML file")
         p.add_argument("--tasks", required=True, metavar="SET", help="training tasks")
         p.add_argument(
             "--val",
@@ -51,7 +60,7 @@ class _Tune:
             "and the best there is chosen",
         )
         p.add_argument(
-            "--finalists", type=int, default=5, help="graphs evaluated on --val (default 5)"
+            "--finalists", type=count(1), default=5, help="graphs evaluated on --val (default 5)"
         )
         p.add_argument("--test", metavar="SET", help="held-out tasks for the final report")
         p.add_argument("--searcher", choices=sorted(SEARCHERS), default="reinforce")
@@ -60,9 +69,9 @@ class _Tune:
             metavar="NAME",
             help="the space's model that proposes updates for --searcher agent",
         )
-        p.add_argument("--evals", type=int, default=16, help="graphs to evaluate in all")
-        p.add_argument("--batch", type=int, default=8, help="graphs per iteration")
-        p.add_argument("--minibatch", type=int, default=8, help="tasks per evaluation")
+        p.add_argument("--evals", type=count(1), default=16, help="graphs to evaluate in all")
+        p.add_argument("--batch", type=count(1), default=8, help="graphs per iteration")
+        p.add_argument("--minibatch", type=count(1), default=8, help="tasks per evaluation")
         p.add_argument(
             "--budget",
             metavar="K=V,...",
@@ -71,23 +80,32 @@ class _Tune:
         )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument(
-            "--store", metavar="FILE", help="search store (default: SPACE.search.sqlite)"
+            "--store",
+            metavar="FILE",
+            type=output_file("search store"),
+            help="search store (default: SPACE.search.sqlite)",
         )
         p.add_argument("--resume", action="store_true", help="continue the search the store holds")
-        p.add_argument("--cache", metavar="FILE", help="SQLite call cache shared by all graphs")
-        p.add_argument("--timeout", type=float, default=None, help="time limit per task (s)")
+        cache_arguments(p)
+        p.add_argument("--timeout", type=seconds, default=None, help="time limit per task (s)")
         p.add_argument(
             "--parallel",
-            type=int,
+            type=count(1),
             default=1,
             help="graphs evaluated at once (default 1: side by side they share model "
             "slots and measure slower)",
         )
-        p.add_argument("--out", metavar="FILE", help="write the best graph as YAML")
+        p.add_argument(
+            "--out",
+            metavar="FILE",
+            type=output_file("graph file"),
+            help="write the best graph as YAML",
+        )
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument(
             "--plots",
             metavar="DIR",
+            type=output_dir("plots folder"),
             help="write curve.png and front.png there (needs matplotlib: extra 'plot')",
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -116,14 +134,16 @@ async def _tune(args: argparse.Namespace) -> int:
         else SearchBudget.from_dict(space.budget.limits if space.budget else {})
     )
     store = args.store or str(Path(args.space).with_suffix(".search.sqlite"))
-    cache = CallCache(args.cache) if args.cache else None
+    if args.searcher == "agent" and args.feedback_model not in space.models:
+        raise SearchError(
+            f"--searcher agent needs --feedback-model NAME, a model of the space; "
+            f"got {args.feedback_model!r}, models: {', '.join(space.models)}"
+        )
+    # Opened last: every check that could refuse the command has passed, so a refused
+    # command never leaves a new cache file behind.
+    cache = open_cache(args.cache, rebuild=args.rebuild_cache)
     feedback_pool = None
     if args.searcher == "agent":
-        if args.feedback_model not in space.models:
-            raise SearchError(
-                f"--searcher agent needs --feedback-model NAME, a model of the space; "
-                f"got {args.feedback_model!r}, models: {', '.join(space.models)}"
-            )
         feedback_pool = space.model_pool(cache=cache)
         feedback = feedback_from_model(feedback_pool, args.feedback_model)
         searcher: Searcher[Any] = AgentReinforce(
@@ -149,10 +169,12 @@ async def _tune(args: argparse.Namespace) -> int:
                 parallel=args.parallel,
                 on_iteration=bar.update,
             )
+        held_out = await _held_out(space, result, test, cache) if test is not None else None
     finally:
         if feedback_pool is not None:
             await feedback_pool.aclose()
-    held_out = await _held_out(space, result, test, cache) if test is not None else None
+        if cache is not None:
+            cache.close()  # folds the write-ahead log back into the one file
     if args.plots:
         from ._plots import write_plots
 
