@@ -88,7 +88,7 @@ def check_constraint(constraint: OutputConstraint, backend: ModelBackend, node: 
         raise BackendError(
             f"node {node!r} asks for a {constraint.kind!r} output constraint, which backend "
             f"{backend.id!r} cannot apply (it supports: {kinds}); use a backend that "
-            "supports it, or set the role's param constrained: false",
+            "applies it, or (built-in roles) set the node's param constrained: false",
             backend=backend.id,
             node=node,
         )

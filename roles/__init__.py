@@ -35,7 +35,7 @@ multiple_choice and math tasks) a role decodes it under a JSON schema, reasoning
 (``agentgraph.roles._constrain``). Param ``constrained``: unset, when the node's backend
 applies JSON schemas (``NodeContext.constraints``); ``true``, always (the call fails on a
 backend that cannot); ``false``, never. The reply is rendered back as the text the
-parsers read ("...\n\nAnswer: B", "Verdict: correct\nScore: 0.9"); a reply that is not
+parsers read ("...\\n\\nAnswer: B", "Verdict: correct\\nScore: 0.9"); a reply that is not
 the object (cut by ``max_tokens``) falls back to the parsers, noted in ``parse_error``.
 
 A role can be unit-tested without a graph, on a :class:`agentgraph.NodeContext` with a

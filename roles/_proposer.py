@@ -15,7 +15,7 @@ class Proposer(Role):
     critiques (``{critiques}``). Router messages and inputs without an answer are left out.
     On multiple-choice and math tasks the reply is constrained to ``{"reasoning",
     "answer"}`` (param ``constrained``, see ``agentgraph.roles``) and its ``text`` reads
-    "<reasoning>\n\nAnswer: <answer>".
+    "<reasoning>\\n\\nAnswer: <answer>".
     """
 
     placeholders: ClassVar[frozenset[str]] = frozenset({"question", "context", "critiques"})

@@ -16,7 +16,7 @@ class Verifier(Role):
     ``candidate`` the judged node. An unreadable reply counts as "incorrect", score 0,
     with ``parse_error`` set. The reply is constrained to ``{"reasoning", "verdict",
     "score"}`` (param ``constrained``, see ``agentgraph.roles``) and its ``text`` reads
-    "<reasoning>\nVerdict: correct\nScore: 0.9"."""
+    "<reasoning>\\nVerdict: correct\\nScore: 0.9"."""
 
     placeholders: ClassVar[frozenset[str]] = frozenset({"question", "answer", "response"})
     Params = ConstrainedParams
