@@ -51,6 +51,10 @@ _JSON_OVERHEAD_TOKENS = 40
 # Tokens run about 3-4 characters; 2 per token leaves room for text that tokenizes badly.
 _CHARS_PER_TOKEN = 2
 _MIN_REASONING_CHARS = 16
+# llama.cpp's grammar parser refuses a string bounded much past 1,000 characters ("number
+# of rules that are going to be repeated ... exceeds sane defaults", measured with
+# llama-cpp-python 0.3.36 between 1,000 and 1,200): past that, reasoning is cut at 1,000.
+_MAX_REASONING_CHARS = 1000
 _MAX_ANSWER_CHARS = 100  # a math answer: a number or a short expression
 
 
@@ -77,7 +81,7 @@ def _reasoning(sampling: Sampling) -> dict[str, Any]:
     prop: dict[str, Any] = {"type": "string"}
     if sampling.max_tokens is not None:
         room = _CHARS_PER_TOKEN * (sampling.max_tokens - _JSON_OVERHEAD_TOKENS)
-        prop["maxLength"] = max(_MIN_REASONING_CHARS, room)
+        prop["maxLength"] = min(_MAX_REASONING_CHARS, max(_MIN_REASONING_CHARS, room))
     return prop
 
 

@@ -315,7 +315,9 @@ async def test_a_math_proposer_answer_is_read_in_canonical_form() -> None:
     assert "maxLength" not in schema["properties"]["reasoning"]  # no max_tokens, no bound
 
 
-@pytest.mark.parametrize(("max_tokens", "length"), [(1000, 1920), (60, 40), (20, 16)])
+@pytest.mark.parametrize(
+    ("max_tokens", "length"), [(4096, 1000), (540, 1000), (300, 520), (60, 40), (20, 16)]
+)
 async def test_reasoning_is_bounded_so_the_object_closes(max_tokens: int, length: int) -> None:
     backend = SchemaBackend('{"reasoning": "", "answer": "7"}')
     spec = ag.NodeSpec(role="proposer", model="m", sampling=ag.Sampling(max_tokens=max_tokens))
