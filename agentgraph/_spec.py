@@ -331,19 +331,22 @@ def check_graph(spec: GraphSpec) -> None:
             + options_hint("nodes", nodes, spec.output),
             path=("output",),
         )
-    g = _dependency_graph(nodes)
-    try:
-        cycle = nx.find_cycle(g)
-    except nx.NetworkXNoCycle:
-        cycle = None
+    cycle = _find_cycle(nodes)
     if cycle:
-        loop = " -> ".join([str(e[0]) for e in cycle] + [str(cycle[0][0])])
-        dst = cycle[0][1]
+        loop = " -> ".join([*cycle, cycle[0]])
+        src, dst = cycle[0], cycle[1 % len(cycle)]
         raise GraphValidationError(
             f"the graph has a cycle: {loop}",
-            path=("nodes", dst, "inputs", nodes[dst].inputs.index(cycle[0][0])),
+            path=("nodes", dst, "inputs", nodes[dst].inputs.index(src)),
         )
-    feeding = nx.ancestors(g, spec.output) | {spec.output}
+    # Everything must feed the output: walk inputs back from it.
+    feeding = {spec.output}
+    todo = [spec.output]
+    while todo:
+        for src in nodes[todo.pop()].inputs:
+            if src not in feeding:
+                feeding.add(src)
+                todo.append(src)
     for name in nodes:
         if name not in feeding:
             raise GraphValidationError(
@@ -351,3 +354,32 @@ def check_graph(spec: GraphSpec) -> None:
                 "connect it or remove it",
                 path=("nodes", name),
             )
+
+
+def _find_cycle(nodes: Mapping[str, NodeSpec]) -> list[str] | None:
+    """The nodes of one cycle along the data flow (each feeds the next), or None: the first
+    that a depth-first search from the nodes in document order meets, as networkx's
+    ``find_cycle`` reports it. Iterative and linear, as graph files can be large."""
+    succs: dict[str, list[str]] = {name: [] for name in nodes}
+    for name, node in nodes.items():
+        for src in node.inputs:
+            succs[src].append(name)
+    done: set[str] = set()
+    for start in nodes:
+        if start in done:
+            continue
+        path, on_path = [start], {start}
+        todo = [iter(succs[start])]
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                todo.pop()
+                done.add(path[-1])
+                on_path.discard(path.pop())
+            elif nxt in on_path:
+                return path[path.index(nxt) :]
+            elif nxt not in done:
+                path.append(nxt)
+                on_path.add(nxt)
+                todo.append(iter(succs[nxt]))
+    return None
