@@ -2,17 +2,23 @@
 
 - :class:`PerLoop`: one client per running event loop. ``Graph.run`` calls ``asyncio.run``
   each time, and a connection pool bound to a closed loop cannot be used again.
-- API keys read from the environment, and kept out of every message.
+- API keys read from the environment, and kept out of every message: what a server sends
+  back is redacted after it is decoded (a key written with JSON escapes such as ``\\/``
+  or ``\\u002d`` is still the key), at every place it can leave a backend: error
+  messages (bodies, ``Retry-After``, odd values) and the answer text itself.
 - Option validation through the core's one formatter (:func:`validation_error`): errors
   name the field, the valid options and the closest one to a typo.
 - HTTP failures mapped onto the agentgraph exception tree: what a retry may cure
-  (overload, lost connection, a garbled body) is a :class:`TransientBackendError`.
+  (overload, lost connection, a garbled body: not JSON, or JSON of the wrong shape) is a
+  :class:`TransientBackendError`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Hashable, Mapping
 from typing import Any, Generic, TypeVar
@@ -93,8 +99,28 @@ def api_key_from_env(var: str | None) -> str | None:
 
 
 def redact(text: str, secret: str | None) -> str:
-    """``text`` with the secret cut out: servers echo credentials in their errors."""
-    return text.replace(secret, "***") if secret else text
+    """``text`` with the secret cut out: servers echo credentials in their errors. Also
+    cut: the secret as a JSON string literal writes it (text that was not decoded)."""
+    if not secret:
+        return text
+    for form in {secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/")}:
+        text = text.replace(form, "***")
+    return text
+
+
+_JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\/")
+
+
+def decoded_body(body: str) -> str:
+    """A response body as it reads once decoded: JSON re-encoded without escapes, so a
+    secret written with ``\\uXXXX`` or ``\\/`` shows (and is redacted) as itself; text that
+    is not JSON has those escapes undone where they stand."""
+    try:
+        text = json.dumps(json.loads(body), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        text = _JSON_ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else "/", body)
+    # A lone surrogate (half of an escaped pair) cannot be printed: shown as "?".
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def chat_dicts(messages: tuple[ChatMessage, ...]) -> list[dict[str, str]]:
@@ -106,9 +132,10 @@ def status_error(
 ) -> BackendError:
     """The error for an HTTP error status: overload, rate limits and server faults are
     transient, other client errors are not (the same request would fail again)."""
-    snippet = " ".join(redact(body, secret).split())
+    # Redacted before it is cut short: a cut could keep part of the secret.
+    snippet = " ".join(redact(decoded_body(body), secret).split())
     snippet = snippet if len(snippet) <= 300 else snippet[:297] + "..."
-    wait = f", Retry-After {retry_after!r}" if retry_after else ""
+    wait = f", Retry-After {redact(retry_after, secret)!r}" if retry_after else ""
     msg = f"{backend}: HTTP {status}{wait}: {snippet or '(empty body)'}"
     if status in (408, 429) or status >= 500:
         return TransientBackendError(msg, backend=backend, retry_after_s=_seconds(retry_after))
@@ -130,8 +157,12 @@ def transport_error(backend: str, exc: BaseException, timeout_s: float) -> Backe
     return None
 
 
-def malformed(backend: str, detail: str) -> TransientBackendError:
-    return TransientBackendError(f"{backend}: malformed response ({detail})", backend=backend)
+def malformed(backend: str, detail: str, secret: str | None = None) -> TransientBackendError:
+    """A 200 whose body is garbled (not JSON, or JSON of the wrong shape): transient, as a
+    server that answered so once may answer properly on the next try."""
+    return TransientBackendError(
+        f"{backend}: malformed response ({redact(detail, secret)})", backend=backend
+    )
 
 
 async def _close_at_shutdown(

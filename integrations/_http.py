@@ -13,6 +13,11 @@ indexes (``choices.0.text``). Usage is known only when both ``prompt_tokens`` an
 configured, absent from the reply, or null) the completion has ``usage=None`` and the
 budget ledger charges the call's whole reservation (prompt bound + ``max_tokens``), never 0.
 ``{seed}`` is :func:`agentgraph.sample_seed` of the seed and the call's sample index.
+
+A 200 reply that is not JSON, or JSON without the configured paths or with values of the
+wrong type there, is a malformed response: transient, so ``retry:`` tries again, as it
+does for the ``openai`` backend. Everything taken from a reply (the answer, messages that
+quote it) has the API key cut out after decoding.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from ._common import (
     check_url,
     in_model,
     malformed,
+    redact,
     status_error,
     transport_error,
     validate_options,
@@ -269,19 +275,18 @@ class HttpBackend(RemoteBackend[httpx.AsyncClient]):
             raise BackendError(f"{self.id}: unexpected HTTP {status}", backend=self.id)
         try:
             data = json.loads(resp.content)
-        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
-            raise malformed(self.id, f"invalid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+            raise malformed(self.id, f"invalid JSON: {exc}", self._key) from None
         paths = self._opts.response
         text = self._find(data, paths.text)
         if text is None:
             text = ""
         if not isinstance(text, str):
-            raise BackendError(
-                f"{self.id}: {paths.text!r} holds a {type(text).__name__}, not text",
-                backend=self.id,
-            )
+            raise malformed(self.id, f"{paths.text!r} holds a {type(text).__name__}, not text")
+        # After decoding: a key the server echoed with JSON escapes is plain text by now.
+        text = redact(text, self._key)
         finish = self._find(data, paths.finish_reason)
-        finish = finish if isinstance(finish, str) else None
+        finish = redact(finish, self._key) if isinstance(finish, str) else None
         if not text.strip():
             raise EmptyCompletion(
                 f"{self.id} returned no text (finish_reason={finish!r})", backend=self.id
@@ -296,10 +301,8 @@ class HttpBackend(RemoteBackend[httpx.AsyncClient]):
             return None
         try:
             return lookup(data, path)
-        except LookupError as exc:
-            raise BackendError(
-                f"{self.id}: the response has no {path!r}: {exc}", backend=self.id
-            ) from None
+        except LookupError as exc:  # the message quotes the reply's own keys
+            raise malformed(self.id, f"no {path!r}: {exc}", self._key) from None
 
     def _count(self, data: Any, path: str | None) -> int | None:
         """The token count at ``path``; None when it is not configured, not in the reply
@@ -313,7 +316,9 @@ class HttpBackend(RemoteBackend[httpx.AsyncClient]):
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise BackendError(
-                f"{self.id}: {path!r} holds {value!r}, not a token count", backend=self.id
-            )
+            shown = f"{value!r:.80}"
+            # Redacted both ways: repr() may escape characters of the key.
+            if self._key and (self._key in str(value) or self._key in shown):
+                shown = f"a {type(value).__name__} quoting the API key"
+            raise malformed(self.id, f"{path!r} holds {shown}, not a token count", self._key)
         return value

@@ -20,7 +20,8 @@ is never cut. The answer keeps the first ``max_tokens`` chunks, with
 is charged).
 
 The client never retries (``max_retries=0``): the executor owns retries, backoff and call
-timeouts, and sees a :class:`TransientBackendError` for anything a retry may cure.
+timeouts, and sees a :class:`TransientBackendError` for anything a retry may cure. What the
+server sent back (the answer, and every message quoting it) has the API key cut out.
 """
 
 from __future__ import annotations
@@ -205,6 +206,9 @@ class OpenAIBackend(RemoteBackend[Any]):
             openai = sys.modules.get("openai")
             quotes_body = openai is not None and isinstance(exc, openai.APIStatusError)
             raise error from (None if quotes_body else exc)
+        # The client decoded the body: a key echoed with JSON escapes is plain text here.
+        text = redact(text, self._key)
+        finish = redact(finish, self._key) if isinstance(finish, str) else None
         if not text.strip():
             raise EmptyCompletion(
                 f"{self.id} returned no text (finish_reason={finish!r})", backend=self.id
@@ -222,8 +226,10 @@ class OpenAIBackend(RemoteBackend[Any]):
             usage = _usage(getattr(out, "usage", None))
         except (AttributeError, IndexError, TypeError, ValueError):
             # Without strict validation the client hands back whatever the body held.
-            shown = type(out).__name__ if not isinstance(out, str) else f"text {out[:60]!r}"
-            raise malformed(self.id, f"no choices[0].message in {shown}") from None
+            shown = type(out).__name__
+            if isinstance(out, str):  # redacted before it is cut short
+                shown = f"text {redact(out, self._key)[:60]!r}"
+            raise malformed(self.id, f"no choices[0].message in {shown}", self._key) from None
         if not isinstance(text, str):
             raise malformed(self.id, f"message content is a {type(text).__name__}")
         return text, usage, finish
@@ -241,13 +247,17 @@ class OpenAIBackend(RemoteBackend[Any]):
             async for chunk in stream:
                 try:
                     usage = _usage(getattr(chunk, "usage", None)) or usage
+                    if chunk.choices is None and getattr(chunk, "usage", None) is None:
+                        # Neither choices nor usage: not a chunk (the client validates nothing).
+                        raise TypeError("a chunk without choices")
                     for choice in chunk.choices or ():
                         content = choice.delta.content if choice.delta is not None else None
                         if content:
                             pieces.append(str(content))
                         finish = choice.finish_reason or finish
                 except (AttributeError, TypeError, ValueError):
-                    raise malformed(self.id, f"bad stream chunk {chunk!r:.80}") from None
+                    shown = redact(repr(chunk), self._key)[:80]
+                    raise malformed(self.id, f"bad stream chunk {shown}", self._key) from None
                 if finish is None and _past(max_tokens, len(pieces), usage):
                     # Still going past the limit: the server ignores it. Stop paying.
                     del pieces[max_tokens:]
@@ -290,7 +300,7 @@ class OpenAIBackend(RemoteBackend[Any]):
         if mapped is not None:
             return mapped
         if isinstance(exc, json.JSONDecodeError):  # a 200 whose body is not JSON
-            return malformed(self.id, f"invalid JSON: {exc}")
+            return malformed(self.id, f"invalid JSON: {exc}", self._key)
         return None
 
 

@@ -21,6 +21,12 @@ what happens to it:
 ``long``, ``long-*``  200 with ``LONG_WORDS`` words whatever ``max_tokens`` says, honest usage
                       (a token per word); streams a word per chunk, pausing between chunks and
                       stopping as soon as the client hangs up
+``echo-key-<how>``    echoes the API key (from ``Authorization: Bearer``) back; ``<how>`` is one
+                      of ``ECHOES``: in a 500 body (``body``; ``escaped``: written with JSON
+                      escapes ``\\u002d`` and ``\\/``), in ``Retry-After`` of a 429
+                      (``retry-after``), as a usage count (``usage``), in a 200 body of the
+                      wrong shape (``shape``; ``string``: a bare JSON string), in the answer
+                      (``answer``); all but ``body`` and ``retry-after`` escape it
 ====================  ========================================================================
 
 Words of a dash-separated name change the usage of an answer: ``nousage`` leaves it out
@@ -57,6 +63,30 @@ LONG = ("Answer: 42.", *(f" word{i}" for i in range(1, LONG_WORDS)))
 OVERREPORTED = 1000
 SLOW_MAX_S = 10.0
 LONG_CHUNK_PAUSE_S = 0.005
+
+
+ECHOES = ("body", "escaped", "retry-after", "usage", "shape", "string", "answer")
+
+_COMPLETION = (
+    '{"id": "fault-1", "object": "chat.completion", "created": 0, "model": "m", '
+    '"choices": [{"index": 0, "message": {"role": "assistant", "content": CONTENT}, '
+    '"finish_reason": "stop"}]USAGE}'
+)
+_CHUNK = (
+    '{"id": "fault-1", "object": "chat.completion.chunk", "created": 0, "model": "m", '
+    '"choices": [{"index": 0, "delta": {"content": CONTENT}, "finish_reason": "stop"}]}'
+)
+_USAGE_CHUNK = (
+    '{"id": "fault-1", "object": "chat.completion.chunk", "created": 0, "model": "m", '
+    '"choices": []USAGE}'
+)
+_KEY_USAGE = ', "usage": {"prompt_tokens": 1, "completion_tokens": KEY, "total_tokens": 2}'
+
+
+def escaped(key: str) -> str:
+    """``key`` as a JSON string literal with every ``-`` and ``/`` escaped: what a raw text
+    search for the key cannot find, and any JSON decoder reads back as the key."""
+    return json.dumps(key).replace("-", "\\u002d").replace("/", "\\/")
 
 
 @dataclass(frozen=True)
@@ -185,8 +215,44 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(body, (json.dumps(body, sort_keys=True),))
         elif model == "empty":
             self._answer(body, ("",))
+        elif model.startswith("echo-key-"):
+            self._echo_key(model.removeprefix("echo-key-"), bool(body.get("stream")))
         else:
             self._answer(body, ANSWER)
+
+    def _echo_key(self, how: str, stream: bool) -> None:
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        lit = escaped(key)
+        answer = json.dumps("Answer: 42 (with key ")[:-1] + lit[1:-1] + ')"'
+        if how == "body":
+            self._json(500, {"error": {"message": f"over capacity for key {key}"}})
+        elif how == "escaped":
+            blob = '{"error": {"message": "over capacity for key ' + lit[1:-1] + '"}}'
+            self._raw(500, blob.encode(), "application/json")
+        elif how == "retry-after":
+            self._json(429, {"error": {"message": "slow down"}}, {"Retry-After": key})
+        elif how in ("usage", "answer"):
+            content = answer if how == "answer" else json.dumps("Answer: 42")
+            usage = _KEY_USAGE.replace("KEY", lit) if how == "usage" else ""
+            if stream:
+                events = [_CHUNK.replace("CONTENT", content)]
+                if usage:
+                    events.append(_USAGE_CHUNK.replace("USAGE", usage))
+                self._sse(events)
+            else:
+                blob = _COMPLETION.replace("CONTENT", content).replace("USAGE", usage)
+                self._raw(200, blob.encode(), "application/json")
+        elif how in ("shape", "string"):
+            blob = f'{{"result": {lit}, {lit}: 1}}' if how == "shape" else lit
+            if stream:
+                self._sse([blob])
+            else:
+                self._raw(200, blob.encode(), "application/json")
+        else:
+            self._json(400, {"error": {"message": f"unknown echo {how!r}; echoes: {ECHOES}"}})
+
+    def _sse(self, events: list[str]) -> None:
+        self._stream([b"data: " + e.encode() for e in events] + [b"data: [DONE]"], end=True)
 
     def _wait(self, seconds: float) -> bool:
         """Sleep, watching the socket: False as soon as the client hangs up. Waiting
