@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, NoReturn, Self, TypeVar
 
 import networkx as nx
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ._errors import GraphValidationError, did_you_mean
 
@@ -42,8 +42,38 @@ _ID = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # whole names only: fullmatch
 TaskKind = Literal["text", "math", "multiple_choice", "code"]
 """What kind of answer the graph produces; roles choose default prompts and parsers by it."""
 
-NonNegFloat = Annotated[float, Field(ge=0)]
-PosFloat = Annotated[float, Field(gt=0)]
+
+def _not_bool_or_str(value: Any) -> Any:
+    # Pydantic's lax mode reads True as 1 and "48" as 48: in a graph file that hides a
+    # mistake (YAML's yes/no/on/off are booleans too), so a number must be written as one.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {value!r}")
+    if isinstance(value, str):
+        raise ValueError(f"expected a number, got the string {value!r}")
+    return value
+
+
+_NUMBER = BeforeValidator(_not_bool_or_str)
+Int = Annotated[int, _NUMBER]
+"""An integer (an integral float such as ``3.0`` is read as 3); never a boolean or string."""
+Float = Annotated[float, _NUMBER, Field(allow_inf_nan=False)]
+"""A finite number (an integer is read as a float); never a boolean, string, NaN or
+infinity: a limit of ``.inf`` would be no limit, and NaN compares false to everything."""
+NonNegFloat = Annotated[Float, Field(ge=0)]
+PosFloat = Annotated[Float, Field(gt=0)]
+
+
+def _not_nan(value: float) -> float:
+    if math.isnan(value):
+        raise ValueError("expected a number, got NaN (null means no limit)")
+    return value
+
+
+Limit = Annotated[float, _NUMBER, AfterValidator(_not_nan)]
+"""A budget limit: as :data:`Float`, but ``.inf`` is allowed and means no limit, as
+``null`` does (the ledger treats them alike)."""
+StrictBool = Annotated[bool, Field(strict=True)]
+"""``true`` or ``false`` only (not 1, 0 or the string 'yes')."""
 
 
 K = TypeVar("K")
@@ -132,12 +162,12 @@ class Sampling(_Frozen):
     """Sampling settings; every field is optional and unset fields inherit."""
 
     temperature: NonNegFloat | None = None
-    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    top_p: Annotated[Float, Field(gt=0, le=1)] | None = None
+    top_k: Annotated[Int, Field(ge=0)] | None = None
+    min_p: Annotated[Float, Field(ge=0, le=1)] | None = None
     repeat_penalty: PosFloat | None = None
-    max_tokens: Annotated[int, Field(ge=1)] | None = None
-    seed: int | None = None
+    max_tokens: Annotated[Int, Field(ge=1)] | None = None
+    seed: Int | None = None
     stop: tuple[str, ...] | None = None
 
 
@@ -156,11 +186,11 @@ class Price(_Frozen):
 class RetryPolicy(_Frozen):
     """Retries of transient backend errors, with exponential backoff and jitter."""
 
-    max_attempts: Annotated[int, Field(ge=1)] = 3
+    max_attempts: Annotated[Int, Field(ge=1)] = 3
     backoff_s: NonNegFloat = 0.25
-    multiplier: Annotated[float, Field(ge=1)] = 2.0
+    multiplier: Annotated[Float, Field(ge=1)] = 2.0
     max_backoff_s: NonNegFloat = 8.0
-    jitter: Annotated[float, Field(ge=0, le=1)] = 0.5
+    jitter: Annotated[Float, Field(ge=0, le=1)] = 0.5
 
     def delay(self, attempt: int, u: float) -> float:
         """Backoff before attempt ``attempt + 1`` (``attempt`` >= 1); ``u`` uniform in [0, 1)."""
@@ -183,9 +213,9 @@ class TimeoutPolicy(_Frozen):
 class Budget(_Frozen):
     """Hard limits for one run: critical-path latency, total tokens, total money."""
 
-    latency_s: PosFloat | None = None
-    tokens: Annotated[int, Field(ge=1)] | None = None
-    cost_usd: NonNegFloat | None = None
+    latency_s: Annotated[Limit, Field(gt=0)] | None = None
+    tokens: Annotated[Int, Field(ge=1)] | None = None
+    cost_usd: Annotated[Limit, Field(ge=0)] | None = None
 
 
 class LatencyProfile(_Frozen):
@@ -223,7 +253,7 @@ class ModelSpec(_Frozen):
     )
     price: Price = Price()
     profile: LatencyProfile | None = None
-    slots: Annotated[int, Field(ge=1)] | None = None
+    slots: Annotated[Int, Field(ge=1)] | None = None
 
 
 class NodeSpec(_Frozen):
@@ -240,14 +270,14 @@ class NodeSpec(_Frozen):
     )
     retry: RetryPolicy | None = None
     timeout: TimeoutPolicy | None = None
-    cache: bool | None = None
+    cache: StrictBool | None = None
 
 
 class Defaults(_Frozen):
     sampling: Sampling = Sampling()
     retry: RetryPolicy = RetryPolicy()
     timeout: TimeoutPolicy = TimeoutPolicy()
-    cache: bool = True
+    cache: StrictBool = True
     """Whether nodes use the call cache a run is given (``cache: false`` on a node opts out,
     e.g. to draw fresh samples)."""
 
