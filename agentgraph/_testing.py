@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ._errors import EmptyCompletion, GraphValidationError, ReplayMiss
 from ._model import BackendBase, Completion, CompletionRequest, Usage
-from ._result import read_trace
+from ._result import TraceRecord
 from ._spec import ModelSpec, Price
 
 __all__ = ["ReplayBackend", "ScriptedBackend"]
@@ -106,6 +107,53 @@ class ScriptedBackend(BackendBase):
         return Completion(text, Usage(prompt_tokens, len(words)), latency, False, finish)
 
 
+def _read_records(path: Path) -> Iterator[TraceRecord]:
+    """The records of a trace file, checked enough that replaying them cannot fail later."""
+    source = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise GraphValidationError(
+            f"cannot read the trace file: {exc.strerror or exc}", source=source
+        ) from None
+    for number, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = TraceRecord.from_dict(json.loads(raw.decode("utf-8")))
+            _check_record(rec)
+        except (
+            ArithmeticError,  # int(Infinity)
+            AttributeError,
+            KeyError,
+            RecursionError,  # JSON nested past the decoder's depth
+            TypeError,
+            ValueError,  # bad JSON or UTF-8, a key that does not match, bad sampling
+        ) as exc:
+            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+            raise GraphValidationError(
+                f"not a trace record ({why})", source=source, line=number
+            ) from None
+        yield rec
+
+
+def _check_record(rec: TraceRecord) -> None:
+    for m in rec.request.messages:
+        if m.role not in ("system", "user", "assistant") or not isinstance(m.content, str):
+            raise ValueError(f"bad message {m!r}")
+    for field in ("node", "model"):
+        if not isinstance(getattr(rec, field), str):
+            raise ValueError(f"{field!r} must be a string, got {getattr(rec, field)!r}")
+    for field in ("output", "error", "finish_reason"):
+        value = getattr(rec, field)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{field!r} must be a string or null, got {value!r}")
+    for field in ("prompt_tokens", "completion_tokens"):
+        value = getattr(rec, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{field!r} must be a whole number >= 0, got {value!r}")
+
+
 class ReplayBackend(BackendBase):
     """Answers only requests it has a record of (keyed by :meth:`CompletionRequest.key`);
     anything else raises :class:`ReplayMiss`. Records come from a mapping or from a trace
@@ -132,9 +180,11 @@ class ReplayBackend(BackendBase):
         model: str | None = None,
         price: Price | None = None,
     ) -> ReplayBackend:
-        """Records from a trace JSONL file; ``model`` keeps only calls made to that model."""
+        """Records from a trace JSONL file; ``model`` keeps only calls made to that model.
+        A file that cannot be read, or a line that is not a trace record, is a
+        :class:`GraphValidationError` naming the file and the line."""
         records: dict[str, str | Completion] = {}
-        for rec in read_trace(path):
+        for rec in _read_records(Path(path)):
             if rec.error is not None or rec.output is None or (model and rec.model != model):
                 continue
             usage = Usage(rec.prompt_tokens, rec.completion_tokens)
@@ -157,7 +207,20 @@ class ReplayBackend(BackendBase):
                 f"trace file {str(trace)!r} not found", path=("models", name, "path")
             )
         model = spec.options.get("model")
-        return cls.from_trace(trace, name=name, model=model, price=spec.price)
+        if model is not None and not isinstance(model, str):
+            raise GraphValidationError(
+                f"'model' must be the name of a model in the trace, got {model!r}",
+                path=("models", name, "options", "model"),
+            )
+        try:
+            return cls.from_trace(trace, name=name, model=model, price=spec.price)
+        except GraphValidationError as exc:  # the trace's own location, and the field
+            raise GraphValidationError(
+                f"{exc.message} (model {name!r} replays this file)",
+                path=("models", name, "path"),
+                source=exc.source,
+                line=exc.line,
+            ) from None
 
     async def complete(self, request: CompletionRequest) -> Completion:
         start = time.perf_counter()
