@@ -144,7 +144,12 @@ def _check_defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         error("--rebuild-cache applies to the cache of --cache FILE, and none is given")
     if args.command in ("estimate", "profile") and args.profiles is None:
         default = str(ProfileStore().path)
-        problem = _profiles_problem(default, must_exist=False, output=args.command == "profile")
+        # Only a store that is there can be wrong: the first profile creates the default
+        # one, folders included.
+        exists = Path(default).exists()
+        problem = _profiles_problem(
+            default, must_exist=False, output=exists and args.command == "profile"
+        )
         if problem is not None:
             error(
                 f"default profile store {default!r} {problem}; "

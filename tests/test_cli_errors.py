@@ -232,6 +232,18 @@ def test_bad_profile_store_by_default_is_named_with_its_remedy(
     assert "$AGENTGRAPH_PROFILES" in err and "bad_yaml.yaml" in err
 
 
+def test_the_default_profile_store_may_be_new_folders_and_all(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTGRAPH_PROFILES", str(workdir / "new" / "profiles.yaml"))
+    # Refused for an unknown model, after the store passed its check.
+    code = main(["profile", "graph.yaml", "--model", "nope"])
+    out, err = capsys.readouterr()
+    assert_one_line_error(code, out, err, "unknown model 'nope'")
+    assert main(["estimate", "graph.yaml"]) == 0
+    assert not (workdir / "new").exists()
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
 def test_an_unreadable_graph_or_unwritable_output(
     workdir: Path, capsys: pytest.CaptureFixture[str]
