@@ -93,7 +93,13 @@ class DryRunBackend(BackendBase):
     are unlimited (the estimate models the real backend's slots itself)."""
 
     def __init__(self, real: ModelBackend, profile: LatencyProfile | None) -> None:
-        super().__init__(real.id, slots=1 << 20, price=real.price)
+        super().__init__(
+            real.id,
+            slots=1 << 20,
+            price=real.price,
+            # Roles then build the same (constrained) prompts as in a real run.
+            constraints=getattr(real, "constraints", frozenset()),
+        )
         self.profile = profile
         self.real_resource = real.resource
         self.real_slots = real.slots

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pydantic
 
 from ._errors import BudgetExceeded, RunFailed
-from ._model import ChatMessage, CompletionRequest
+from ._model import ChatMessage, CompletionRequest, OutputConstraint
 from ._role import Message
 from ._spec import Sampling
 
@@ -69,6 +69,7 @@ class TraceRecord:
             "sample_index": req.sample_index,
             "messages": [{"role": m.role, "content": m.content} for m in req.messages],
             "sampling": req.sampling.model_dump(mode="json", exclude_none=True),
+            **({} if req.constraint is None else {"constraint": _constraint_dict(req.constraint)}),
             "output": self.output,
             "started_s": round(self.started_s, 6),
             "latency_s": round(self.latency_s, 6),
@@ -94,11 +95,20 @@ class TraceRecord:
             tuple(ChatMessage(m["role"], m["content"]) for m in data["messages"]),
             Sampling.model_validate(data.get("sampling", {})),
             int(data.get("sample_index", 0)),
+            OutputConstraint(**data["constraint"]) if data.get("constraint") else None,
         )
         if "request_key" in data and request.key() != data["request_key"]:
-            raise ValueError("request_key does not match the recorded messages and sampling")
+            raise ValueError(
+                "request_key does not match the recorded messages, sampling and constraint"
+            )
         fields = {k: data[k] for k in _RECORD_FIELDS if k in data}
         return cls(request=request, **fields)
+
+
+def _constraint_dict(c: OutputConstraint) -> dict[str, Any]:
+    if c.json_schema is not None:
+        return {"json_schema": c.json_schema}
+    return {"grammar": c.grammar}
 
 
 _RECORD_FIELDS = tuple(f for f in TraceRecord.__dataclass_fields__ if f != "request")

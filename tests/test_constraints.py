@@ -174,6 +174,11 @@ async def test_the_constraint_reaches_the_backend_the_trace_and_the_cache(
     other = await plain.arun("q")
     assert not other.trace.records[0].cached and backend.calls[-1].constraint is None
     assert other.trace.records[0].request.key() != record.request.key()
+    # A written trace keeps the constraint, so it reads back (and replays) under its key.
+    first.trace.to_jsonl(tmp_path / "trace.jsonl")
+    (back,) = ag.read_trace(tmp_path / "trace.jsonl")
+    assert back.request.constraint == sent.constraint
+    assert back.request.key() == record.request.key()
 
 
 async def test_repeats_are_counted_per_constraint_and_in_flight_calls_shared(

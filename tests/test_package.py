@@ -26,6 +26,7 @@ PUBLIC = {
     "BackendTimeout",
     "Budget",
     "BudgetExceeded",
+    "CacheFileError",
     "CacheMode",
     "CallCache",
     "ChatMessage",
