@@ -220,10 +220,17 @@ class RemoteBackend(BackendBase, Generic[C]):
         clients: PerLoop[C],
         slots: int | None,
         price: Price | None,
+        constraints: frozenset[str] = frozenset(),
     ) -> None:
         if slots is not None and slots < 1:
             raise GraphValidationError(f"'slots' must be >= 1, got {slots!r}", path=("slots",))
-        super().__init__(id, slots=slots or DEFAULT_SLOTS, price=price, resource=resource)
+        super().__init__(
+            id,
+            slots=slots or DEFAULT_SLOTS,
+            price=price,
+            resource=resource,
+            constraints=constraints,
+        )
         self._clients = clients
 
     async def aopen(self) -> None:

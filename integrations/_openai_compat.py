@@ -31,7 +31,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from time import perf_counter
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pydantic
@@ -77,6 +77,12 @@ class OpenAIOptions(ClientOptions):
     base_url: str
     """The API root, e.g. ``http://127.0.0.1:8080/v1``."""
     stream: bool = False
+    structured_output: Literal["json_schema", "json_object", "off"] = "json_schema"
+    """How a call's JSON schema reaches the server: ``json_schema`` is OpenAI's
+    ``response_format`` (also vLLM's, SGLang's and llama.cpp's llama-server's);
+    ``json_object`` sends ``{"type": "json_object", "schema": ...}``, the form
+    llama-cpp-python's server reads; ``off`` for a server that takes neither (roles then
+    ask for plain text)."""
 
     @pydantic.field_validator("base_url")
     @classmethod
@@ -110,6 +116,7 @@ class OpenAIBackend(RemoteBackend[Any]):
         base_url: str,
         api_key_env: str | None = None,
         stream: bool = False,
+        structured_output: Literal["json_schema", "json_object", "off"] = "json_schema",
         headers: Mapping[str, str] | None = None,
         request_timeout_s: float = DEFAULT_TIMEOUT_S,
         slots: int | None = None,
@@ -125,6 +132,7 @@ class OpenAIBackend(RemoteBackend[Any]):
                 "base_url": base_url,
                 "api_key_env": api_key_env,
                 "stream": stream,
+                "structured_output": structured_output,
                 "headers": dict(headers or {}),
                 "request_timeout_s": request_timeout_s,
             },
@@ -133,7 +141,8 @@ class OpenAIBackend(RemoteBackend[Any]):
         self._key = api_key_from_env(self._opts.api_key_env)
         base = self._opts.base_url
         clients: PerLoop[Any] = PerLoop(self._make_client, _close_client)
-        super().__init__(f"openai:{model}", ("openai", base), clients, slots, price)
+        kinds = frozenset() if self._opts.structured_output == "off" else frozenset({"json_schema"})
+        super().__init__(f"openai:{model}", ("openai", base), clients, slots, price, kinds)
 
     @classmethod
     def from_spec(cls, name: str, spec: ModelSpec, base_dir: Path) -> OpenAIBackend:
@@ -186,6 +195,13 @@ class OpenAIBackend(RemoteBackend[Any]):
         }
         if extra:
             params["extra_body"] = extra
+        if request.constraint is not None and request.constraint.json_schema is not None:
+            schema = dict(request.constraint.json_schema)
+            if self._opts.structured_output == "json_object":
+                params["response_format"] = {"type": "json_object", "schema": schema}
+            else:
+                spec = {"name": "reply", "schema": schema, "strict": True}
+                params["response_format"] = {"type": "json_schema", "json_schema": spec}
         return params
 
     async def complete(self, request: CompletionRequest) -> Completion:

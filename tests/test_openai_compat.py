@@ -420,3 +420,54 @@ async def test_a_missing_openai_package_names_the_extra(
     backend = OpenAIBackend("m", base_url="http://127.0.0.1:9/v1")
     with pytest.raises(ag.MissingDependency, match=r"pip install 'agentgraph\[openai\]'"):
         await backend.aopen()
+
+
+CHOICE = {
+    "type": "object",
+    "properties": {"answer": {"enum": ["A", "B", "C", "D"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("form", ["json_schema", "json_object"])
+async def test_a_json_schema_is_sent_as_response_format(faults: FaultServer, form: str) -> None:
+    backend = OpenAIBackend("ok", base_url=faults.url, structured_output=form)  # type: ignore[arg-type]
+    assert backend.constraints == frozenset({"json_schema"})
+    req = request("Pick a letter.")
+    req.constraint = ag.OutputConstraint(json_schema=CHOICE)
+    try:
+        await backend.complete(req)
+        await backend.complete(request("No constraint."))
+    finally:
+        await backend.aclose()
+    constrained, plain = (seen.body for seen in faults.seen)
+    if form == "json_schema":
+        spec = {"name": "reply", "schema": CHOICE, "strict": True}
+        assert constrained["response_format"] == {"type": "json_schema", "json_schema": spec}
+    else:
+        assert constrained["response_format"] == {"type": "json_object", "schema": CHOICE}
+    assert "response_format" not in plain
+
+
+def test_structured_output_off_declares_no_constraints() -> None:
+    backend = OpenAIBackend("ok", base_url="http://127.0.0.1:9/v1", structured_output="off")
+    assert backend.constraints == frozenset()
+
+
+async def test_the_real_server_decodes_to_the_schema(llama_url: str) -> None:
+    """llama-cpp-python's server turns the schema into a grammar: the reply is always
+    valid, where the same model unconstrained answers in prose."""
+    backend = OpenAIBackend(llama_server.MODEL, base_url=llama_url, structured_output="json_object")
+    question = "Which letter comes first in the alphabet: A, B, C or D?"
+    try:
+        replies = []
+        for seed in range(3):
+            req = request(question, max_tokens=24, temperature=0.8, seed=seed)
+            req.constraint = ag.OutputConstraint(json_schema=CHOICE)
+            replies.append((await backend.complete(req)).text)
+        free = await backend.complete(request(question, max_tokens=24))
+    finally:
+        await backend.aclose()
+    assert all(json.loads(r)["answer"] in "ABCD" for r in replies), replies
+    assert not free.text.lstrip().startswith("{")
