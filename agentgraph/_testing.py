@@ -111,30 +111,43 @@ def _read_records(path: Path) -> Iterator[TraceRecord]:
     """The records of a trace file, checked enough that replaying them cannot fail later."""
     source = str(path)
     try:
-        data = path.read_bytes()
+        fh = path.open("rb")  # bytes: a line that is not UTF-8 is that line's error
     except OSError as exc:
         raise GraphValidationError(
             f"cannot read the trace file: {exc.strerror or exc}", source=source
         ) from None
-    for number, raw in enumerate(data.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            rec = TraceRecord.from_dict(json.loads(raw.decode("utf-8")))
-            _check_record(rec)
-        except (
-            ArithmeticError,  # int(Infinity)
-            AttributeError,
-            KeyError,
-            RecursionError,  # JSON nested past the decoder's depth
-            TypeError,
-            ValueError,  # bad JSON or UTF-8, a key that does not match, bad sampling
-        ) as exc:
-            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
-            raise GraphValidationError(
-                f"not a trace record ({why})", source=source, line=number
-            ) from None
-        yield rec
+    with fh:
+        number = 0
+        while True:
+            try:
+                raw = fh.readline()
+            except OSError as exc:
+                raise GraphValidationError(
+                    f"cannot read the trace file: {exc.strerror or exc}",
+                    source=source,
+                    line=number + 1,
+                ) from None
+            if not raw:
+                return
+            number += 1
+            if not raw.strip():
+                continue
+            try:
+                rec = TraceRecord.from_dict(json.loads(raw.decode("utf-8")))
+                _check_record(rec)
+            except (
+                ArithmeticError,  # int(Infinity)
+                AttributeError,
+                KeyError,
+                RecursionError,  # JSON nested past the decoder's depth
+                TypeError,
+                ValueError,  # bad JSON or UTF-8, a key that does not match, bad sampling
+            ) as exc:
+                why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+                raise GraphValidationError(
+                    f"not a trace record ({why})", source=source, line=number
+                ) from None
+            yield rec
 
 
 def _check_record(rec: TraceRecord) -> None:

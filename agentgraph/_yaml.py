@@ -325,7 +325,9 @@ class _Document:
                     raise ComposerError(None, None, f"found duplicate anchor {anchor!r}", mark)
                 total += 1
                 if isinstance(event, yaml.ScalarEvent):
-                    value, size, height = self._scalar(event), 1, 1
+                    top = stack[-1] if stack else None
+                    as_key = top is not None and isinstance(top.data, dict) and top.key_at is None
+                    value, size, height = self._scalar(event, as_key), 1, 1
                     if anchor is not None:
                         anchors[anchor] = (value, 1, 1)
                 else:
@@ -417,7 +419,7 @@ class _Document:
             message, path=parent.path, source=self.source, line=at[0], column=at[1]
         )
 
-    def _scalar(self, event: Any) -> Any:
+    def _scalar(self, event: Any, as_key: bool) -> Any:
         tag = event.tag
         if tag is None or tag == "!":
             tag = self.resolver.resolve(yaml.ScalarNode, event.value, event.implicit)  # type: ignore[no-untyped-call]
@@ -425,6 +427,8 @@ class _Document:
             return event.value
         mark = event.start_mark
         if tag == _CORE + "merge":
+            if not as_key:  # '<<' is a merge only as a key; elsewhere, text
+                return event.value
             raise ComposerError(
                 None,
                 None,

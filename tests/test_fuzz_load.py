@@ -182,6 +182,13 @@ def test_dates_are_strings(date: str) -> None:
     refused(GOOD.replace("  a:\n", f"  {date}:\n", 1).replace("[a]", f"['{date}']"))
 
 
+def test_merge_and_value_markers_are_text_where_they_are_values(parser: str) -> None:
+    spec = ag.loads_spec(GOOD.replace("name: t", "name: t\ndescription: <<"))
+    assert spec.description == "<<"
+    spec = ag.loads_spec(GOOD.replace('["Answer: 1"]', "[=, <<]"))
+    assert spec.models["fake"].options["responses"] == ["=", "<<"]
+
+
 def test_empty_documents(parser: str) -> None:
     refused("", "the document is empty")
     refused("# only a comment\n", "the document is empty")
