@@ -9,6 +9,7 @@ Latency = the larger of the critical path and the busiest backend's serialized w
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Hashable, Mapping
@@ -144,10 +145,28 @@ async def ameasure_profile(backend: ModelBackend, *, repeats: int = 2) -> Latenc
     decode_time = t_dec - t_short - (p_dec - p_short) / prefill
     decode = max(n_dec - n_short, 1) / max(decode_time, 1e-6)
     overhead = max(0.0, t_short - p_short / prefill - n_short / decode)
+    speedup = None
+    width = min(backend.slots, 8)
+    if width > 1:  # the decode call, `width` times at once against once
+        start = time.perf_counter()
+        calls = (
+            CompletionRequest(
+                (
+                    ChatMessage(
+                        "user", f"[{repeats + 1 + i}] Count from 1 to 200, separated by spaces."
+                    ),
+                ),
+                Sampling(max_tokens=32, temperature=0.0),
+            )
+            for i in range(width)
+        )
+        await asyncio.gather(*(backend.complete(c) for c in calls))
+        speedup = round(min(max(width * t_dec / (time.perf_counter() - start), 1.0), width), 3)
     return LatencyProfile(
         overhead_s=round(overhead, 6),
         prefill_tok_s=round(prefill, 3),
         decode_tok_s=round(decode, 3),
+        batch_speedup=speedup,
     )
 
 
@@ -161,7 +180,7 @@ def summarize(
     nodes: dict[str, NodeEstimate] = {}
     unprofiled: set[str] = set()
     work: dict[Hashable, float] = {}
-    slots: dict[Hashable, int] = {}
+    slots: dict[Hashable, float] = {}
     for name in order:
         backend, model = backends[name], model_names[name]
         made = calls.get(name, [])
@@ -180,7 +199,8 @@ def summarize(
                 )
                 key = backend.real_resource
                 work[key] = work.get(key, 0.0) + latency
-                slots[key] = backend.real_slots
+                speedup = backend.profile.batch_speedup
+                slots[key] = min(backend.real_slots, speedup or backend.real_slots)
         nodes[name] = NodeEstimate(name, model, len(made), prompt, completion, cost, latency)
     total_latency: float | None = None
     if not unprofiled:

@@ -220,12 +220,16 @@ class Budget(_Frozen):
 
 class LatencyProfile(_Frozen):
     """How long a model takes: ``overhead_s + prompt/prefill_tok_s + completion/decode_tok_s``.
-    ``completion_tokens`` is the typical answer length seen when it was measured."""
+    ``completion_tokens`` is the typical answer length seen when it was measured.
+    ``batch_speedup``: how many calls' worth of work the model gets through in the time of
+    one when its slots are all busy (a local model decoding 8 calls together on 2 cores:
+    about 2, not 8); unset, each slot counts as a whole call."""
 
     overhead_s: NonNegFloat = 0.0
     prefill_tok_s: PosFloat
     decode_tok_s: PosFloat
     completion_tokens: NonNegFloat | None = None
+    batch_speedup: PosFloat | None = None
 
     def predict(self, prompt_tokens: float, completion_tokens: float) -> float:
         return (

@@ -160,17 +160,22 @@ class _Instance:
             ) from None
         o = self.opts
         self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
+        from llama_cpp._utils import suppress_stdout_stderr
+
         # This Llama loads the weights, tokenizes and renders chat templates; its own
-        # context is left small, as the batcher decodes in a context of its own.
-        llama = llama_cpp.Llama(
-            model_path=str(self.path),
-            n_ctx=256,
-            n_gpu_layers=o.n_gpu_layers if self.gpu_offload else 0,
-            n_threads=_threads(o),
-            n_batch=min(o.n_batch, 256),
-            chat_format=o.chat_format,
-            verbose=o.verbose,
-        )
+        # context is left small, as the batcher decodes in a context of its own. Quiet
+        # unless verbose: llama-cpp-python leaves its context's warnings on (Gemma 3
+        # printed one about its sliding-window cache at every load).
+        with suppress_stdout_stderr(disable=o.verbose):
+            llama = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=256,
+                n_gpu_layers=o.n_gpu_layers if self.gpu_offload else 0,
+                n_threads=_threads(o),
+                n_batch=min(o.n_batch, 256),
+                chat_format=o.chat_format,
+                verbose=o.verbose,
+            )
         has_template = bool(llama.metadata.get("tokenizer.chat_template"))
         self.chat = (
             not o.completion_prompt
@@ -274,9 +279,10 @@ _instances_lock = threading.Lock()
 
 
 def default_parallel() -> int:
-    """``parallel`` when the options leave it unset: on 2 CPU cores width 4 decodes 1.7x
-    and width 8 1.9x the tokens per second of one call, so 4 keeps most of the gain for
-    half the KV memory; a GPU gains far more from width."""
+    """``parallel`` when the options leave it unset. On 2 CPU cores, self-consistency of
+    width 4 / 8 decoded 1.2x / 1.5x the tokens per second of calls in turn on SmolLM2-135M
+    and 1.4x / 2.0x on Gemma 3 270M (benchmarks/local_throughput.py): 4 keeps a good part of
+    the gain for half the KV memory of 8. A GPU gains far more from width."""
     try:
         import llama_cpp
     except ImportError:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgraph import CallCache, TaskSet, dumps_spec, load_tasks
-from agentgraph._cli import (
+from agentgraph._cliargs import (
     cache_arguments,
     count,
     input_file,

@@ -53,6 +53,18 @@ async def test_a_single_slot_serializes_the_estimate(tmp_path: Path) -> None:
     assert est.latency_s == pytest.approx(sum(n.latency_s or 0 for n in est.nodes.values()))
 
 
+async def test_a_batch_speedup_prices_width_between_one_slot_and_many(tmp_path: Path) -> None:
+    """Eight slots that get through only 1.2 calls' work in the time of one (a local model
+    decoding calls together on few cores): the three calls queue for the model."""
+    batched = PROFILE.model_copy(update={"batch_speedup": 1.2})
+    graph, _ = fan_in(slots=8, profile=batched)
+    est = await graph.aestimate("q", profiles=ag.ProfileStore(tmp_path / "p.yaml"))
+    work = sum(n.latency_s or 0 for n in est.nodes.values())
+    path = (est.nodes["a"].latency_s or 0) + (est.nodes["c"].latency_s or 0)
+    assert est.latency_s == pytest.approx(max(path, work / 1.2))
+    assert path < est.latency_s < work
+
+
 async def test_unprofiled_models_have_unknown_latency_and_the_store_fills_in(
     tmp_path: Path,
 ) -> None:
@@ -96,6 +108,9 @@ output: b
     profile = await ag.ameasure_profile(graph.backends["smol"], repeats=2)
     # Rates measured on a shared machine: positive, whatever else runs beside them.
     assert profile.prefill_tok_s > 0 and profile.decode_tok_s > 0
+    # Its slots decode together: the speedup of a full batch is measured, within [1, slots].
+    slots = graph.backends["smol"].slots
+    assert profile.batch_speedup is not None and 1.0 <= profile.batch_speedup <= slots
     store = ag.ProfileStore(tmp_path / "p.yaml")
     store.put(graph.backends["smol"].id, profile)
     est = await graph.aestimate("Name three colours.", profiles=store)

@@ -192,19 +192,16 @@ PROMPTS = [
 
 
 async def test_batched_greedy_calls_answer_as_one_at_a_time(smol_path: Path) -> None:
-    """Rows multiplied in a batch (and prompts split into other chunks by the prompt
-    cache) round a little differently from one row alone, which flips a near tie of this
-    small model now and then; benchmarks/local_throughput.py counts how often on 50
-    prompts. Sequences mixed up would change every answer."""
+    """Each sequence has a KV stream of its own, so a call decoded among others computes
+    the same numbers as alone (in one unified cache a prompt prefilled beside other
+    sequences' cells drifted, and 7 of 8 answers changed)."""
+    serial = LlamaCppBackend(smol_path, options=LlamaOptions(n_ctx=1536, parallel=1))
     batched = LlamaCppBackend(smol_path, options=LlamaOptions(n_ctx=1536, parallel=8))
     calls = [request(p, max_tokens=24, temperature=0.0) for p in PROMPTS]
-    one = [await batched.complete(c) for c in calls]
+    one = [await serial.complete(c) for c in calls]
     together = await asyncio.gather(*(batched.complete(c) for c in calls))
-    pairs = list(zip(one, together, strict=True))
-    assert all(a.usage == b.usage for a, b in pairs if a.text == b.text)
-    same_start = sum(a.text.split()[:1] == b.text.split()[:1] for a, b in pairs)
-    same = sum(a.text == b.text for a, b in pairs)
-    assert same_start >= 6 and same >= 4, [(a.text, b.text) for a, b in pairs if a.text != b.text]
+    assert [d.text for d in together] == [d.text for d in one]
+    assert [d.usage for d in together] == [d.usage for d in one]
 
 
 async def test_a_shared_prompt_prefix_is_computed_once(
