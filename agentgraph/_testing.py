@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -74,9 +75,14 @@ class ScriptedBackend(BackendBase):
                 "'responses' must be a string or a non-empty list of strings",
                 path=("models", name, "options", "responses"),
             )
-        if not isinstance(latency, (int, float)) or latency < 0:
+        if (
+            isinstance(latency, bool)
+            or not isinstance(latency, (int, float))
+            or not math.isfinite(latency)
+            or latency < 0
+        ):
             raise GraphValidationError(
-                f"'latency_s' must be a number >= 0, got {latency!r}",
+                f"'latency_s' must be a finite number >= 0, got {latency!r}",
                 path=("models", name, "options", "latency_s"),
             )
         return cls(

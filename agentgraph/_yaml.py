@@ -54,23 +54,24 @@ _NON_PRINTABLE = re.compile(
 _CORE = "tag:yaml.org,2002:"
 
 
-def read_text(path: str | Path) -> str:
-    """The text of a graph file; a file that is missing, unreadable or not UTF-8 text is a
-    :class:`GraphValidationError` naming it (and the line of the first bad byte)."""
+def read_text(path: str | Path, what: str = "graph file") -> str:
+    """The text of a YAML file (``what`` names it: a graph file, a space file); a file
+    that is missing, unreadable or not UTF-8 text is a :class:`GraphValidationError` naming
+    it (and the line of the first bad byte)."""
     source = str(path)
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise GraphValidationError("graph file not found", source=source) from None
+        raise GraphValidationError(f"{what} not found", source=source) from None
     except IsADirectoryError:
-        raise GraphValidationError("is a directory, not a graph file", source=source) from None
+        raise GraphValidationError(f"is a directory, not a {what}", source=source) from None
     except PermissionError:
         raise GraphValidationError(
-            "cannot read the graph file: permission denied", source=source
+            f"cannot read the {what}: permission denied", source=source
         ) from None
     except (OSError, ValueError) as exc:  # EIO, a name too long, a NUL byte in the path
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise GraphValidationError(f"cannot read the graph file: {why}", source=source) from None
+        raise GraphValidationError(f"cannot read the {what}: {why}", source=source) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -78,7 +79,7 @@ def read_text(path: str | Path) -> str:
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         bad = data[exc.start : exc.start + 1]
         raise GraphValidationError(
-            f"not UTF-8 text: byte {bad!r} at offset {exc.start} (a graph file is YAML text)",
+            f"not UTF-8 text: byte {bad!r} at offset {exc.start} (a {what} is YAML text)",
             source=source,
             line=line,
             column=column,

@@ -44,7 +44,7 @@ from agentgraph import (
 from agentgraph._errors import validation_error
 from agentgraph._registry import roles as role_registry
 from agentgraph._spec import options_hint
-from agentgraph._yaml import parse, relocate
+from agentgraph._yaml import parse, read_text, relocate
 
 from ._space import (
     Build,
@@ -524,10 +524,7 @@ def _supergraph(f: _Supergraph, pool: Sequence[str], sites: Sites) -> Build:
 
 def load_space(path: str | Path) -> GraphSpace:
     """Read and validate a space file; relative model paths resolve against its folder."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise GraphValidationError("space file not found", source=str(path)) from None
+    text = read_text(path, "space file")
     return loads_space(text, source=str(path), base_dir=Path(path).parent)
 
 

@@ -375,7 +375,7 @@ async def test_each_sample_sends_its_own_seed(faults: FaultServer) -> None:
             "{backend: openai, model: s, options: {base_url: 'http://h/v1', strem: true}}",
             "models.m.options.strem",
             "unknown option 'strem'; valid options: base_url, api_key_env, headers, "
-            "request_timeout_s, stream; did you mean 'stream'?",
+            "request_timeout_s, stream, structured_output; did you mean 'stream'?",
         ),
         (
             "{backend: openai, model: s, options: {base_url: 'ftp://h'}}",

@@ -264,6 +264,16 @@ def test_missing_space_file(tmp_path: Path) -> None:
         load_space(tmp_path / "nope.yaml")
 
 
+def test_unreadable_space_files_are_located_errors(tmp_path: Path) -> None:
+    binary = tmp_path / "space.yaml"
+    binary.write_bytes(b"models:\n  m: \xff\xfe\n")
+    with pytest.raises(ag.GraphValidationError, match="not UTF-8 text") as info:
+        load_space(binary)
+    assert info.value.source == str(binary) and info.value.line == 2
+    with pytest.raises(ag.GraphValidationError, match="is a directory, not a space file"):
+        load_space(tmp_path)
+
+
 # --- exact probabilities ------------------------------------------------------------------
 
 

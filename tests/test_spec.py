@@ -170,6 +170,15 @@ def test_backend_option_errors_are_located() -> None:
     assert "valid options: 'responses', 'latency_s'" in str(err)
 
 
+@pytest.mark.parametrize("value", ["true", ".nan", ".inf", "-1", "soon"])
+def test_scripted_latency_must_be_a_finite_number(value: str) -> None:
+    text = GOOD.replace(
+        'options: {responses: ["Answer: 1"]}', f'options: {{responses: ["x"], latency_s: {value}}}'
+    )
+    err = error_for(text)
+    assert err.field == "models.fake.options.latency_s" and "finite number >= 0" in str(err)
+
+
 def test_python_construction_rejects_cycles_and_unknown_names() -> None:
     with pytest.raises(ValueError, match="cycle"):
         ag.GraphSpec(
