@@ -2,15 +2,16 @@
 price and effect of constrained output. Real models, measured side by side in one run.
 
 1. Width: self-consistency graphs (N seeded proposers and a vote, answers of up to 128
-   tokens) of width 1, 2, 4 and 8 on SmolLM2-135M-Instruct (and Gemma 3 270M without
-   ``--quick``), each run with ``parallel: 8`` (batched) and ``parallel: 1`` (serial), and
+   tokens) of width 1, 2, 4 and 8 on SmolLM2-135M-Instruct and Gemma 3 270M (``--quick``:
+   widths 1 and 8 on SmolLM2, 32 tokens), each run with ``parallel: 8`` (batched) and ``parallel: 1`` (serial), and
    the same calls (the trace's messages and sampling) given to llama-cpp-python's own
    ``create_chat_completion`` / ``create_completion`` one after another (raw). Targets on
    2 cores: width 8 batched at most 0.55x the serial wall time per generated token; width
    1 at least 0.95x raw tokens/s.
-2. Prefix sharing: 8 calls whose prompts share a 1,000-token prefix, decoded together
-   with the prefix copied between sequences against each prefilled separately.
-3. Greedy agreement: 50 varied prompts (24 with ``--quick``) answered greedily one at a
+2. Prefix sharing: 8 calls whose prompts share a 1,000-token prefix (4 and 500 with
+   ``--quick``), decoded together with the prefix copied between sequences against each
+   prefilled separately.
+3. Greedy agreement: 50 varied prompts (6 with ``--quick``) answered greedily one at a
    time (``parallel: 1``) and all together (``parallel: 8``): how many answers are equal.
    Target: at least 95%.
 4. Constrained output on real tasks: parse errors of multiple-choice proposers (ARC-Easy),
@@ -122,10 +123,10 @@ async def width_case(path: str, width: int, max_tokens: int) -> dict[str, Any]:
     return row
 
 
-async def prefix_case() -> dict[str, Any]:
+async def prefix_case(calls: int, repeats: int) -> dict[str, Any]:
     note("prefix sharing")
-    story = "Once upon a time, " + "a fox walked through a quiet green forest. " * 110
-    asks = [f"{story}\nQuestion {i}: what did the fox do?" for i in range(8)]
+    story = "Once upon a time, " + "a fox walked through a quiet green forest. " * repeats
+    asks = [f"{story}\nQuestion {i}: what did the fox do?" for i in range(calls)]
     out: dict[str, Any] = {}
     for mode, least in (("shared", _llama_batch._MIN_SHARED), ("separate", 10**9)):
         _llama_batch._MIN_SHARED = least
@@ -287,12 +288,12 @@ def gemma() -> str:
 async def main(quick: bool) -> dict[str, Any]:
     models = [SMOL] if quick else [SMOL, gemma()]
     widths = [1, 8] if quick else [1, 2, 4, 8]
-    answer = 48 if quick else 128
+    answer = 32 if quick else 128
     width_rows = [await width_case(m, w, answer) for m in models for w in widths]
-    prefix = await prefix_case()
-    greedy = await greedy_case(8, 32) if quick else await greedy_case(50, 64)
+    prefix = await prefix_case(4, 50) if quick else await prefix_case(8, 110)
+    greedy = await greedy_case(6, 24) if quick else await greedy_case(50, 64)
     parse_rows = await parse_case(2 if quick else 20)
-    grammar = await grammar_case(3 if quick else 12)
+    grammar = await grammar_case(2 if quick else 12)
     return {
         "widths": width_rows,
         "prefix": prefix,
@@ -327,7 +328,8 @@ def report(res: dict[str, Any]) -> bool:
     con.print(t)
     p, g, gr = res["prefix"], res["greedy"], res["grammar"]
     con.print(
-        f"prefix sharing, 8 calls x {p['prompt_tokens'][0]} prompt tokens: shared "
+        f"prefix sharing, {len(p['prompt_tokens'])} calls x {p['prompt_tokens'][0]} prompt "
+        "tokens: shared "
         f"{p['shared_s']:.2f} s, separate {p['separate_s']:.2f} s (ratio {p['ratio']:.2f})"
     )
     con.print(f"greedy agreement: {g['equal']}/{g['prompts']} equal ({g['share']:.0%})")
