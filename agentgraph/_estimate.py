@@ -205,8 +205,14 @@ def summarize(
     total_latency: float | None = None
     if not unprofiled:
         path = critical_path({n: nodes[n].latency_s or 0.0 for n in order}, preds)
-        busiest = max((w / slots[k] for k, w in work.items()), default=0.0)
-        total_latency = max(path, busiest)
+        # A resource may name the compute its slots run on (``resource.compute``: local
+        # llama.cpp models each have slots of their own but take turns on one thread);
+        # resources that share one add up their busy time.
+        busy: dict[Hashable, float] = {}
+        for key, w in work.items():
+            compute = getattr(key, "compute", key)
+            busy[compute] = busy.get(compute, 0.0) + w / slots[key]
+        total_latency = max(path, max(busy.values(), default=0.0))
     return Estimate(
         nodes=nodes,
         tokens=sum(n.prompt_tokens + n.completion_tokens for n in nodes.values()),

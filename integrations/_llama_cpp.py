@@ -132,7 +132,11 @@ class _Capture:
 
 
 class _Instance:
-    """One loaded model with its batcher; it computes only on the shared thread."""
+    """One loaded model with its batcher; it computes only on the shared thread. It is the
+    slot resource of its backends, and names that thread as its ``compute``, so estimates
+    queue the work of all local models together."""
+
+    compute = _compute
 
     def __init__(self, path: Path, opts: LlamaOptions, parallel: int) -> None:
         self.path = path

@@ -65,6 +65,49 @@ async def test_a_batch_speedup_prices_width_between_one_slot_and_many(tmp_path: 
     assert path < est.latency_s < work
 
 
+class _Slots:
+    """A slot resource of its own that runs on a shared ``compute`` (as local llama.cpp
+    models do on their one thread)."""
+
+    def __init__(self, compute: object) -> None:
+        self.compute = compute
+
+
+class _OnSharedCompute(ag.ScriptedBackend):
+    def __init__(self, compute: object) -> None:
+        super().__init__("Answer: 1", slots=1)
+        self._own = _Slots(compute)
+
+    @property
+    def resource(self) -> object:
+        return self._own
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_models_on_one_compute_queue_together(tmp_path: Path, shared: bool) -> None:
+    """Two one-slot models: on separate computes a and b run side by side; on one shared
+    compute (two local models on the one llama.cpp thread) their work adds up."""
+    thread = object()
+    one, two = _OnSharedCompute(thread), _OnSharedCompute(thread if shared else object())
+    spec = ag.GraphSpec(
+        models={
+            "m1": ag.ModelSpec(backend="scripted", profile=PROFILE),
+            "m2": ag.ModelSpec(backend="scripted", profile=PROFILE),
+        },
+        defaults=ag.Defaults(sampling=ag.Sampling(max_tokens=20)),
+        nodes={
+            "a": ag.NodeSpec(role="proposer", model="m1"),
+            "b": ag.NodeSpec(role="proposer", model="m2"),
+            "c": ag.NodeSpec(role="synthesizer", model="m1", inputs=("a", "b")),
+        },
+        output="c",
+    )
+    graph = ag.Graph(spec, backends={"m1": one, "m2": two})
+    est = await graph.aestimate("q", profiles=ag.ProfileStore(tmp_path / "p.yaml"))
+    a, b, c = (est.nodes[n].latency_s or 0 for n in "abc")
+    assert est.latency_s == pytest.approx(a + b + c if shared else max(a, b) + c)
+
+
 async def test_unprofiled_models_have_unknown_latency_and_the_store_fills_in(
     tmp_path: Path,
 ) -> None:

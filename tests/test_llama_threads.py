@@ -104,6 +104,8 @@ def test_each_model_has_parallel_slots_of_its_own(
     big, small = pair
     assert big.slots == small.slots == big.parallel == 4
     assert big.resource is not small.resource
+    # ... but one compute thread, where estimates queue their work together.
+    assert big.resource.compute is small.resource.compute is _llama_cpp._compute  # type: ignore[attr-defined]
     again = LlamaCppBackend(smol_path, options=LlamaOptions(n_ctx=2048, parallel=4))
     assert again.resource is big.resource  # one loaded instance, one slot pool
     assert LlamaCppBackend(smol_path).slots == _llama_cpp.default_parallel()
