@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Batcher", "Job", "SamplerSettings"]
+__all__ = ["Batcher", "Job", "SamplerSettings", "resolve_future"]
 
 _SLICE_S = 0.05
 """Longest run of steps before the compute thread is offered to other models' work."""
