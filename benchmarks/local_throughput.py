@@ -3,11 +3,11 @@ price and effect of constrained output. Real models, measured side by side in on
 
 1. Width: self-consistency graphs (N seeded proposers and a vote, answers of up to 128
    tokens) of width 1, 2, 4 and 8 on SmolLM2-135M-Instruct and Gemma 3 270M (``--quick``:
-   widths 1 and 8 on SmolLM2, 32 tokens), each run with ``parallel: 8`` (batched) and ``parallel: 1`` (serial), and
-   the same calls (the trace's messages and sampling) given to llama-cpp-python's own
-   ``create_chat_completion`` / ``create_completion`` one after another (raw). Targets on
-   2 cores: width 8 batched at most 0.55x the serial wall time per generated token; width
-   1 at least 0.95x raw tokens/s.
+   widths 1 and 8 on SmolLM2, 32 tokens), each run with ``parallel: 8`` (batched) and
+   ``parallel: 1`` (serial), and the same calls (the trace's messages and sampling) given
+   to llama-cpp-python's own ``create_chat_completion`` / ``create_completion`` one after
+   another (raw). Targets on 2 cores: width 8 batched at most 0.55x the serial wall time
+   per generated token; width 1 at least 0.95x raw tokens/s.
 2. Prefix sharing: 8 calls whose prompts share a 1,000-token prefix (4 and 500 with
    ``--quick``), decoded together with the prefix copied between sequences against each
    prefilled separately.
