@@ -84,29 +84,27 @@ def _unwritable(path: str) -> str | None:
     return None
 
 
-def input_file(what: str) -> Callable[[str], str]:
-    """An existing, readable file (``what`` names it in errors)."""
+def _path(what: str, problem: Callable[[str], str | None]) -> Callable[[str], str]:
+    """An argument type refusing a path for which ``problem`` says what is wrong."""
 
     def parse(text: str) -> str:
-        problem = _unreadable(text)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(f"{what} {text!r} {problem}")
+        why = problem(text)
+        if why is not None:
+            raise argparse.ArgumentTypeError(f"{what} {text!r} {why}")
         return text
 
     return parse
+
+
+def input_file(what: str) -> Callable[[str], str]:
+    """An existing, readable file (``what`` names it in errors)."""
+    return _path(what, _unreadable)
 
 
 def output_file(what: str) -> Callable[[str], str]:
     """A file that can be written (or created) in an existing folder: checked before a run,
     so its result is never lost to a path that could not have held it."""
-
-    def parse(text: str) -> str:
-        problem = _unwritable(text)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(f"{what} {text!r} {problem}")
-        return text
-
-    return parse
+    return _path(what, _unwritable)
 
 
 def output_dir(what: str) -> Callable[[str], str]:

@@ -25,6 +25,7 @@ from ._model import (
     CompletionRequest,
     ModelBackend,
     Usage,
+    constraints_of,
 )
 from ._result import TraceRecord, critical_path
 from ._spec import LatencyProfile, Sampling
@@ -99,7 +100,7 @@ class DryRunBackend(BackendBase):
             slots=1 << 20,
             price=real.price,
             # Roles then build the same (constrained) prompts as in a real run.
-            constraints=getattr(real, "constraints", frozenset()),
+            constraints=constraints_of(real),
         )
         self.profile = profile
         self.real_resource = real.resource
@@ -120,14 +121,19 @@ async def ameasure_profile(backend: ModelBackend, *, repeats: int = 2) -> Latenc
     cache cannot hide prefill time."""
     await backend.aopen()
     filler = " ".join(f"item {i} is a small grey stone." for i in range(40))
+    counting = "Count from 1 to 200, separated by spaces."
+
+    def ask(i: int, text: str, max_tokens: int) -> CompletionRequest:
+        """Prompt ``i``: its own first characters, so no prefix cache serves it."""
+        return CompletionRequest(
+            (ChatMessage("user", f"[{i}] {text}"),),
+            Sampling(max_tokens=max_tokens, temperature=0.0),
+        )
 
     async def fastest(text: str, max_tokens: int) -> tuple[float, int, int]:
         best: tuple[float, int, int] | None = None
         for i in range(repeats + 1):  # the first run warms caches up and is not kept
-            req = CompletionRequest(
-                (ChatMessage("user", f"[{i}] {text}"),),
-                Sampling(max_tokens=max_tokens, temperature=0.0),
-            )
+            req = ask(i, text, max_tokens)
             start = time.perf_counter()
             done = await backend.complete(req)
             took = time.perf_counter() - start
@@ -140,7 +146,7 @@ async def ameasure_profile(backend: ModelBackend, *, repeats: int = 2) -> Latenc
 
     t_short, p_short, n_short = await fastest("Say OK.", 1)
     t_long, p_long, _ = await fastest(f"Read this list. {filler} Say OK.", 1)
-    t_dec, p_dec, n_dec = await fastest("Count from 1 to 200, separated by spaces.", 32)
+    t_dec, p_dec, n_dec = await fastest(counting, 32)
     prefill = (p_long - p_short) / max(t_long - t_short, 1e-6)
     decode_time = t_dec - t_short - (p_dec - p_short) / prefill
     decode = max(n_dec - n_short, 1) / max(decode_time, 1e-6)
@@ -148,18 +154,8 @@ async def ameasure_profile(backend: ModelBackend, *, repeats: int = 2) -> Latenc
     speedup = None
     width = min(backend.slots, 8)
     if width > 1:  # the decode call, `width` times at once against once
+        calls = [ask(repeats + 1 + i, counting, 32) for i in range(width)]
         start = time.perf_counter()
-        calls = (
-            CompletionRequest(
-                (
-                    ChatMessage(
-                        "user", f"[{repeats + 1 + i}] Count from 1 to 200, separated by spaces."
-                    ),
-                ),
-                Sampling(max_tokens=32, temperature=0.0),
-            )
-            for i in range(width)
-        )
         await asyncio.gather(*(backend.complete(c) for c in calls))
         speedup = round(min(max(width * t_dec / (time.perf_counter() - start), 1.0), width), 3)
     return LatencyProfile(

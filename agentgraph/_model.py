@@ -190,6 +190,12 @@ class ModelBackend(Protocol):
     async def aclose(self) -> None: ...
 
 
+def constraints_of(backend: ModelBackend) -> frozenset[str]:
+    """The constraint kinds ``backend`` applies; none for a backend that declares none."""
+    supported: frozenset[str] = getattr(backend, "constraints", frozenset())
+    return supported
+
+
 class BackendBase:
     """What every backend declares: identity, concurrency, price and the output constraint
     kinds it applies (``constraints``, a subset of ``{"json_schema", "grammar"}``; empty by
@@ -198,8 +204,7 @@ class BackendBase:
     own).
 
     ``constraints`` is not part of :class:`ModelBackend`, so third-party backends written
-    before it still satisfy the protocol; readers use
-    ``getattr(backend, "constraints", frozenset())``."""
+    before it still satisfy the protocol; readers use :func:`constraints_of`."""
 
     def __init__(
         self,

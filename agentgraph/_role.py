@@ -16,7 +16,14 @@ from typing import Any, ClassVar, Literal
 import pydantic
 
 from ._errors import BackendError, GraphValidationError, validation_error
-from ._model import ChatMessage, Completion, CompletionRequest, ModelBackend, OutputConstraint
+from ._model import (
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    ModelBackend,
+    OutputConstraint,
+    constraints_of,
+)
 from ._spec import NodeSpec, Sampling, TaskKind
 
 __all__ = ["Message", "NodeContext", "Role"]
@@ -82,7 +89,7 @@ sample index, constraint) -> completion."""
 def check_constraint(constraint: OutputConstraint, backend: ModelBackend, node: str) -> None:
     """Refuse a constraint the backend cannot apply: sent anyway, the reply would come back
     unconstrained and the role would parse it as if it were not."""
-    supported: frozenset[str] = getattr(backend, "constraints", frozenset())
+    supported = constraints_of(backend)
     if constraint.kind not in supported:
         kinds = ", ".join(repr(k) for k in sorted(supported)) or "none"
         raise BackendError(
@@ -169,10 +176,7 @@ class NodeContext:
     def constraints(self) -> frozenset[str]:
         """The :class:`OutputConstraint` kinds this node's backend applies (empty without a
         backend, or for a backend that declares none)."""
-        if self._backend is None:
-            return frozenset()
-        supported: frozenset[str] = getattr(self._backend, "constraints", frozenset())
-        return supported
+        return frozenset() if self._backend is None else constraints_of(self._backend)
 
     async def complete(
         self,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import threading
 import weakref
@@ -230,7 +229,7 @@ class _Instance:
         grammar = None
         if request.constraint is not None:
             c = request.constraint
-            grammar = c.grammar if c.grammar is not None else _gbnf(_schema_text(c.json_schema))
+            grammar = c.grammar if c.grammar is not None else _gbnf(c.canonical())
         return SamplerSettings(
             temperature=pick(s.temperature, 0.2 if self.chat else 0.8),
             top_p=pick(s.top_p, 0.95),
@@ -251,10 +250,6 @@ def llama_chat_format() -> Any:
     from llama_cpp import llama_chat_format as module
 
     return module
-
-
-def _schema_text(schema: Any) -> str:
-    return json.dumps(schema, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=256)
