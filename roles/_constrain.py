@@ -36,6 +36,7 @@ from ._parse import (
 
 __all__ = [
     "ConstrainedParams",
+    "answer_constraint",
     "answer_schema",
     "choice_schema",
     "read_answer",
@@ -109,6 +110,14 @@ def answer_schema(
     else:
         return None
     return _object({"reasoning": _reasoning(sampling), "answer": answer})
+
+
+def answer_constraint(role: Role, ctx: NodeContext) -> OutputConstraint | None:
+    """The constraint of an answering role's reply on this node (proposer, synthesizer):
+    :func:`answer_schema` when the node constrains, else None."""
+    if not use_constraint(role, ctx):
+        return None
+    return answer_schema(ctx.task, ctx.choices, ctx.sampling)
 
 
 def verdict_schema(sampling: Sampling) -> OutputConstraint:

@@ -6,7 +6,7 @@ from typing import ClassVar
 from agentgraph import Message, NodeContext, Role
 
 from ._common import answer_message, ask, candidates, format_answers, format_critiques
-from ._constrain import ConstrainedParams, answer_schema, use_constraint
+from ._constrain import ConstrainedParams, answer_constraint
 
 
 class Proposer(Role):
@@ -27,10 +27,6 @@ class Proposer(Role):
         critiques = format_critiques(inputs, shown)
         variant = "revise" if critiques else "context" if context else "plain"
         values = {"question": ctx.question, "context": context, "critiques": critiques}
-        constraint = (
-            answer_schema(ctx.task, ctx.choices, ctx.sampling)
-            if use_constraint(self, ctx)
-            else None
-        )
+        constraint = answer_constraint(self, ctx)
         text = await ask(self, ctx, "proposer", variant, values, constraint)
         return answer_message(self, ctx.task, text, ctx.choices, constraint)

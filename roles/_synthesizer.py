@@ -6,7 +6,7 @@ from typing import ClassVar
 from agentgraph import Message, NodeContext, Role
 
 from ._common import answer_message, ask, candidates, format_answers, format_critiques
-from ._constrain import ConstrainedParams, answer_schema, use_constraint
+from ._constrain import ConstrainedParams, answer_constraint
 
 
 class Synthesizer(Role):
@@ -25,11 +25,7 @@ class Synthesizer(Role):
             "candidates": format_answers(shown, ctx.task),
             "critiques": critiques,
         }
-        constraint = (
-            answer_schema(ctx.task, ctx.choices, ctx.sampling)
-            if use_constraint(self, ctx)
-            else None
-        )
+        constraint = answer_constraint(self, ctx)
         variant = "critiques" if critiques else "plain"
         text = await ask(self, ctx, "synthesizer", variant, values, constraint)
         return answer_message(self, ctx.task, text, ctx.choices, constraint)
