@@ -208,11 +208,9 @@ class Batcher:
             try:
                 self._start(job, slot)
             except Exception as exc:  # a bad grammar or prompt fails its own call only
-                self._release(slot, job)
                 slot.cells = []
                 self._lib.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
-                job.error = exc
-                job.done(job)
+                self._fail(slot, job, exc)
 
     def _free_slot(self, prompt: list[int]) -> _Slot | None:
         """An idle sequence id, preferring one whose cells already hold the longest start of
@@ -321,15 +319,17 @@ class Batcher:
         job._sampler = job._grammar = None
         slot.job = None  # its cells stay, as a prompt cache
 
+    def _fail(self, slot: _Slot, job: Job, exc: BaseException) -> None:
+        self._release(slot, job)
+        job.error = exc
+        job.done(job)
+
     def _fail_all(self, exc: BaseException) -> None:
         self._lib.llama_memory_clear(self._mem, True)
         for slot in self._slots:
             slot.cells = []
             if slot.job is not None:
-                job = slot.job
-                self._release(slot, job)
-                job.error = exc
-                job.done(job)
+                self._fail(slot, slot.job, exc)
 
     def _fill(self, tokens: list[tuple[int, int, int, bool]]) -> None:
         b = self._batch
